@@ -1,0 +1,113 @@
+//! The object store side: immutable blobs under keys made by [`object_key`], on a local
+//! directory or S3 through `object_store`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt};
+use uuid::Uuid;
+
+use crate::core::hash::Hash;
+
+/// The object-store key of one upload of a blob.
+///
+/// Every upload gets its own key (the hash plus an upload id), so an object is written once and
+/// never overwritten: a collector deleting an old copy can never remove a fresh upload of the
+/// same content. The two-hex-digit fan-out keeps directories and S3 listings small.
+pub fn object_key(hash: &Hash, upload: Uuid) -> String {
+    let hex = hash.to_hex();
+    format!("chunks/{}/{hex}.{}", &hex[..2], upload.simple())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("object {0} not found")]
+    NotFound(String),
+    #[error("object store: {0}")]
+    Other(String),
+}
+
+/// Where blobs go: a directory or a bucket (with an optional prefix).
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    description: String,
+}
+
+impl BlobStore {
+    /// Opens `spec`: `s3://bucket[/prefix]` (endpoint and credentials from the usual `AWS_*`
+    /// variables) or a directory path, created if missing.
+    pub fn open(spec: &str) -> Result<Self, BlobError> {
+        if let Some(rest) = spec.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(BlobError::Other(format!("no bucket in {spec}")));
+            }
+            let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| BlobError::Other(e.to_string()))?;
+            let store: Arc<dyn ObjectStore> = match prefix.trim_matches('/') {
+                "" => Arc::new(s3),
+                prefix => Arc::new(PrefixStore::new(s3, prefix)),
+            };
+            return Ok(Self { store, description: spec.to_owned() });
+        }
+        std::fs::create_dir_all(spec).map_err(|e| BlobError::Other(format!("{spec}: {e}")))?;
+        // fsync: a blob must be durable before the catalog commit that references it.
+        let local = LocalFileSystem::new_with_prefix(spec)
+            .map_err(|e| BlobError::Other(e.to_string()))?
+            .with_fsync(true);
+        Ok(Self { store: Arc::new(local), description: spec.to_owned() })
+    }
+
+    /// Wraps any object store (tests use this for fault injection).
+    pub fn from_store(store: Arc<dyn ObjectStore>, description: impl Into<String>) -> Self {
+        Self { store, description: description.into() }
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
+        self.store
+            .put(&Path::from(key), bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| BlobError::Other(e.to_string()))
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
+        let result = self.store.get(&Path::from(key)).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => BlobError::NotFound(key.to_owned()),
+            other => BlobError::Other(other.to_string()),
+        })?;
+        result.bytes().await.map_err(|e| BlobError::Other(e.to_string()))
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        match self.store.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(BlobError::Other(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_keys_fan_out_by_hash_and_are_unique_per_upload() {
+        let hash = Hash::of(b"hello");
+        let a = object_key(&hash, Uuid::now_v7());
+        let b = object_key(&hash, Uuid::now_v7());
+        let hex = hash.to_hex();
+        assert!(a.starts_with(&format!("chunks/{}/{hex}.", &hex[..2])), "{a}");
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,153 @@
+//! The catalog: sessions, branches, checkpoints and the chunk registry, behind one trait with
+//! a Postgres implementation (and room for more). Everything mutable lives here; the object
+//! store only ever receives new immutable objects.
+
+mod postgres;
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use self::postgres::PostgresCatalog;
+use crate::core::codec::Codec;
+use crate::core::hash::Hash;
+
+/// What a blob in the registry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobKind {
+    /// A piece of a value.
+    Chunk = 0,
+    /// A manifest page.
+    Page = 1,
+}
+
+/// Where a blob's stored bytes are.
+#[derive(Clone, Debug)]
+pub enum Location {
+    /// In the catalog row itself (small blobs: one commit, no extra file or request).
+    Inline(Bytes),
+    /// In the object store, under this key.
+    Object(String),
+}
+
+/// A blob to register in the commit that first references it.
+#[derive(Clone, Debug)]
+pub struct NewBlob {
+    pub hash: Hash,
+    pub kind: BlobKind,
+    pub codec: Codec,
+    pub raw_len: u64,
+    pub stored_len: u64,
+    pub location: Location,
+}
+
+/// A registered blob, as reads need it.
+#[derive(Clone, Debug)]
+pub struct BlobRecord {
+    pub hash: Hash,
+    pub codec: Codec,
+    pub raw_len: u64,
+    pub location: Location,
+}
+
+/// Everything one checkpoint commit writes.
+#[derive(Clone, Debug)]
+pub struct NewCheckpoint {
+    pub id: Uuid,
+    pub session: String,
+    pub branch: String,
+    /// Must be the branch's current head; `None` when the branch has no checkpoint yet.
+    pub parent: Option<Uuid>,
+    /// Canonical JSON text of a JSON object.
+    pub metadata: String,
+    pub message: String,
+    pub manifest_root: Option<Hash>,
+    pub entry_count: u64,
+    pub logical_bytes: u64,
+    pub blobs: Vec<NewBlob>,
+}
+
+/// A committed checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointRecord {
+    pub id: Uuid,
+    pub session: String,
+    pub seq: u64,
+    pub branch: String,
+    pub parents: Vec<Uuid>,
+    pub generation: u64,
+    pub created_at: DateTime<Utc>,
+    pub metadata: String,
+    pub message: String,
+    pub manifest_root: Option<Hash>,
+    pub entry_count: u64,
+    pub logical_bytes: u64,
+    pub stored_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionRecord {
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub checkpoint_count: u64,
+}
+
+/// Why a catalog call failed, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("branch {branch} has moved: its head is {}", current.map(|c| c.to_string()).unwrap_or_else(|| "empty".into()))]
+    HeadMoved { branch: String, current: Option<Uuid> },
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The database could not be reached or is overloaded; worth retrying.
+    #[error("catalog unavailable: {0}")]
+    Unavailable(String),
+    #[error("catalog error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+/// The catalog's operations. Each call uses at most one database connection at a time.
+#[async_trait]
+pub trait Catalog: Send + Sync + std::fmt::Debug {
+    /// Of `hashes`, those already registered.
+    async fn existing_blobs(&self, hashes: &[Hash]) -> Result<HashSet<Hash>>;
+
+    /// Registered blobs among `hashes`, in no particular order; absent ones are left out.
+    async fn blobs(&self, hashes: &[Hash]) -> Result<Vec<BlobRecord>>;
+
+    /// Registers the new blobs, inserts the checkpoint and moves its branch head to it, in one
+    /// transaction. Fails with [`CatalogError::HeadMoved`] when the parent is not the head.
+    async fn commit(&self, checkpoint: NewCheckpoint) -> Result<CheckpointRecord>;
+
+    async fn checkpoint(&self, id: Uuid) -> Result<Option<CheckpointRecord>>;
+
+    async fn branch_head(&self, session: &str, branch: &str) -> Result<Option<Uuid>>;
+
+    /// A session's checkpoints with `seq < before` (all when `None`), newest first.
+    async fn list_checkpoints(
+        &self,
+        session: &str,
+        branch: Option<&str>,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>>;
+
+    async fn session(&self, name: &str) -> Result<Option<SessionRecord>>;
+
+    /// Sessions whose names sort after `after`, in name order.
+    async fn list_sessions(&self, after: Option<&str>, limit: u32) -> Result<Vec<SessionRecord>>;
+
+    /// Deletes a checkpoint that no branch points at.
+    async fn delete_checkpoint(&self, id: Uuid) -> Result<()>;
+
+    /// Deletes a session and everything in it; returns how many checkpoints went with it.
+    async fn delete_session(&self, name: &str) -> Result<u64>;
+}

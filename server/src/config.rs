@@ -1,0 +1,125 @@
+//! checkpointd's configuration: flags, each with a `CKPT_` environment twin.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use clap::{Parser, ValueEnum};
+
+use crate::core::EngineConfig;
+
+/// checkpointd: a networked checkpoint service for AI-agent sessions.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "checkpointd", version, about)]
+pub struct Config {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "CKPT_LISTEN", default_value = "127.0.0.1:7777")]
+    pub listen: SocketAddr,
+
+    /// Catalog database: a `postgres://` URL.
+    #[arg(long, env = "CKPT_DATABASE", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub database: String,
+
+    /// Object store for chunks: a directory, or `s3://bucket/prefix` (endpoint, region and
+    /// credentials from the usual AWS_* variables).
+    #[arg(long, env = "CKPT_STORE", default_value = "./checkpointd-data/chunks")]
+    pub store: String,
+
+    /// Database connections in the pool.
+    #[arg(long, env = "CKPT_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// How long a call waits for a database connection before failing with UNAVAILABLE.
+    #[arg(long, env = "CKPT_DB_ACQUIRE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Duration,
+
+    /// Largest value a state may hold.
+    #[arg(long, env = "CKPT_MAX_VALUE_SIZE", default_value = "1GiB")]
+    pub max_value_size: ByteSize,
+
+    /// Largest gRPC message, in either direction. States above it use the streamed upload.
+    #[arg(long, env = "CKPT_MAX_MESSAGE_SIZE", default_value = "64MiB")]
+    pub max_message_size: ByteSize,
+
+    /// zstd level for stored chunks (1-19).
+    #[arg(long, env = "CKPT_ZSTD_LEVEL", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub zstd_level: i32,
+
+    /// Chunks and manifest pages at most this size (compressed) are kept in the catalog row
+    /// instead of a separate object.
+    #[arg(long, env = "CKPT_INLINE_MAX", default_value = "8KiB")]
+    pub inline_max: ByteSize,
+
+    /// How long in-flight calls may run after SIGTERM before the server stops anyway.
+    #[arg(long, env = "CKPT_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log format.
+    #[arg(long, env = "CKPT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, env = "CKPT_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// The configuration with every default, listening on `listen`; tests start from this.
+    pub fn for_test(listen: SocketAddr, database: &str, store: &str) -> Self {
+        let mut config = Config::parse_from(["checkpointd"]);
+        config.listen = listen;
+        config.database = database.to_owned();
+        config.store = store.to_owned();
+        config
+    }
+
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            zstd_level: self.zstd_level,
+            inline_max_bytes: self.inline_max.as_u64() as usize,
+            max_value_bytes: self.max_value_size.as_u64(),
+            ..EngineConfig::default()
+        }
+    }
+
+    /// The database URL with any password replaced, for logs.
+    pub fn redacted_database(&self) -> String {
+        match url_password_span(&self.database) {
+            Some((start, end)) => format!("{}***{}", &self.database[..start], &self.database[end..]),
+            None => self.database.clone(),
+        }
+    }
+}
+
+/// Byte range of the password in `scheme://user:password@host`, if any.
+fn url_password_span(url: &str) -> Option<(usize, usize)> {
+    let authority_start = url.find("://")? + 3;
+    let at = authority_start + url[authority_start..].find('@')?;
+    let colon = authority_start + url[authority_start..at].find(':')?;
+    Some((colon + 1, at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        let mut c = Config::for_test("127.0.0.1:0".parse().unwrap(), "postgres://u:secret@h:5432/db", "x");
+        assert_eq!(c.redacted_database(), "postgres://u:***@h:5432/db");
+        c.database = "postgres://u@h/db".into();
+        assert_eq!(c.redacted_database(), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        let c = Config::parse_from(["checkpointd", "--max-value-size", "2MiB"]);
+        assert_eq!(c.max_value_size.as_u64(), 2 * 1024 * 1024);
+    }
+}

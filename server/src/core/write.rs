@@ -1,0 +1,366 @@
+//! The write path: values are chunked, hashed and deduplicated as they arrive, new chunks are
+//! compressed and stored (inline or in the object store), the manifest is built or updated,
+//! and one catalog transaction makes the checkpoint visible and moves its branch.
+//!
+//! Nothing a client can see exists before that transaction commits: an upload that fails or
+//! is abandoned at any earlier point leaves only unreferenced objects for the collector.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use uuid::Uuid;
+
+use super::chunker::Chunker;
+use super::codec::Encoded;
+use super::engine::{Engine, EngineError};
+use super::hash::Hash;
+use super::manifest::{self, ChunkRef, LeafEntry};
+use super::validate;
+use crate::blobs::object_key;
+use crate::catalog::{self, BlobKind, CheckpointRecord, Location, NewBlob};
+
+/// Pending chunks are deduplicated and stored once this many bytes have accumulated: large
+/// enough to make one registry lookup per batch, small enough to bound memory per upload.
+const FLUSH_BYTES: usize = 8 * 1024 * 1024;
+
+/// Below this many bytes a batch is compressed on the calling task; above it, on the blocking
+/// pool, one task per chunk, so a large upload uses every core.
+const PARALLEL_ENCODE_BYTES: usize = 256 * 1024;
+
+/// How a create's changes relate to its parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The changes are the whole state (puts only).
+    Full,
+    /// The parent's state with the changes applied in order.
+    Incremental,
+}
+
+/// The validated fields of a create, before its state.
+#[derive(Clone, Debug)]
+pub struct CreateHeader {
+    pub session: String,
+    pub branch: String,
+    pub parent: Option<Uuid>,
+    pub metadata: String,
+    pub message: String,
+    pub mode: Mode,
+}
+
+impl CreateHeader {
+    /// Validates a create's fields as they come off the wire.
+    pub fn new(
+        session: &str,
+        branch: &str,
+        parent: &str,
+        metadata: &str,
+        message: &str,
+        mode: Mode,
+    ) -> Result<Self, EngineError> {
+        validate::name("session_id", session)?;
+        let branch = validate::branch("branch", branch)?;
+        let parent = validate::optional_checkpoint_id("parent_id", parent)?;
+        let metadata = validate::metadata("metadata", metadata)?;
+        validate::message("message", message)?;
+        if mode == Mode::Incremental && parent.is_none() {
+            return Err(EngineError::InvalidArgument {
+                field: "parent_id".into(),
+                reason: "an incremental checkpoint needs a parent".into(),
+            });
+        }
+        Ok(Self { session: session.to_owned(), branch, parent, metadata, message: message.to_owned(), mode })
+    }
+}
+
+/// A value whose bytes are still arriving.
+struct ValueInProgress {
+    key: String,
+    size: u64,
+    received: u64,
+    chunker: Chunker,
+    chunks: Vec<ChunkRef>,
+}
+
+/// Builds one checkpoint from a sequence of puts and deletes, then commits it.
+pub struct CheckpointWriter {
+    engine: Arc<Engine>,
+    header: CreateHeader,
+    parent: Option<CheckpointRecord>,
+    edits: BTreeMap<String, Option<LeafEntry>>,
+    changes: u64,
+    value: Option<ValueInProgress>,
+    /// Chunks cut but not yet deduplicated or stored.
+    pending: Vec<(Hash, Bytes)>,
+    pending_bytes: usize,
+    /// Hashes already pending, stored by this writer, or known to be registered.
+    seen: HashSet<Hash>,
+    new_blobs: Vec<NewBlob>,
+}
+
+impl std::fmt::Debug for CheckpointWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointWriter")
+            .field("header", &self.header)
+            .field("changes", &self.changes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CheckpointWriter {
+    /// Starts a create, failing fast when the parent is unknown or the branch has moved (the
+    /// commit checks the head again, atomically).
+    pub async fn begin(engine: Arc<Engine>, header: CreateHeader) -> Result<Self, EngineError> {
+        let parent = match header.parent {
+            Some(id) => {
+                let parent = engine.catalog.checkpoint(id).await?;
+                match parent {
+                    Some(cp) if cp.session == header.session => Some(cp),
+                    _ => {
+                        return Err(EngineError::NotFound(format!(
+                            "parent checkpoint {id} in session {}",
+                            header.session
+                        )));
+                    }
+                }
+            }
+            None => None,
+        };
+        let head = engine.catalog.branch_head(&header.session, &header.branch).await?;
+        if head.is_some() && head != header.parent {
+            return Err(EngineError::HeadMoved { branch: header.branch.clone(), current: head });
+        }
+        Ok(Self {
+            engine,
+            header,
+            parent,
+            edits: BTreeMap::new(),
+            changes: 0,
+            value: None,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            seen: HashSet::new(),
+            new_blobs: Vec::new(),
+        })
+    }
+
+    /// Puts a whole value.
+    pub async fn put(&mut self, field: &str, key: String, value: Bytes) -> Result<(), EngineError> {
+        self.start_value(field, key, value.len() as u64).await?;
+        if !value.is_empty() {
+            self.value_data(field, &value).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a value of `size` bytes; [`Self::value_data`] delivers them.
+    pub async fn start_value(&mut self, field: &str, key: String, size: u64) -> Result<(), EngineError> {
+        self.ensure_no_value_in_progress(field)?;
+        validate::key(field, &key)?;
+        let limit = self.engine.config.max_value_bytes;
+        if size > limit {
+            return Err(EngineError::ResourceExhausted(format!(
+                "{field}: the value of key {key:?} is {size} bytes, the limit is {limit}"
+            )));
+        }
+        if self.header.mode == Mode::Full && self.edits.contains_key(&key) {
+            return Err(invalid(field, format!("key {key:?} appears twice in a full state")));
+        }
+        self.changes += 1;
+        self.value = Some(ValueInProgress { key, size, received: 0, chunker: Chunker::new(), chunks: Vec::new() });
+        if size == 0 {
+            self.finish_value();
+        }
+        Ok(())
+    }
+
+    /// Delivers the next bytes of the value in progress.
+    pub async fn value_data(&mut self, field: &str, data: &[u8]) -> Result<(), EngineError> {
+        let Some(mut value) = self.value.take() else {
+            return Err(invalid(field, "value bytes arrived without a put before them"));
+        };
+        let received = value.received + data.len() as u64;
+        if received > value.size {
+            return Err(invalid(
+                field,
+                format!("key {:?} announced {} bytes but more arrived", value.key, value.size),
+            ));
+        }
+        value.received = received;
+        for chunk in value.chunker.push(data) {
+            value.chunks.push(self.add_pending(chunk));
+        }
+        self.value = Some(value);
+        if received == self.value.as_ref().map_or(0, |v| v.size) {
+            self.finish_value();
+        }
+        if self.pending_bytes >= FLUSH_BYTES {
+            self.flush(BlobKind::Chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a key from the parent's state (incremental creates only).
+    pub fn delete(&mut self, field: &str, key: String) -> Result<(), EngineError> {
+        self.ensure_no_value_in_progress(field)?;
+        if self.header.mode != Mode::Incremental {
+            return Err(invalid(field, "deletes need an incremental checkpoint"));
+        }
+        validate::key(field, &key)?;
+        self.changes += 1;
+        self.edits.insert(key, None);
+        Ok(())
+    }
+
+    /// Stores what is left, builds the manifest and commits. `declared_changes`, when given,
+    /// must equal the number of puts and deletes received.
+    pub async fn commit(mut self, declared_changes: Option<u64>) -> Result<CheckpointRecord, EngineError> {
+        self.ensure_no_value_in_progress("commit")?;
+        if let Some(declared) = declared_changes
+            && declared != self.changes
+        {
+            return Err(invalid(
+                "commit.change_count",
+                format!("declares {declared} changes but {} arrived", self.changes),
+            ));
+        }
+        self.flush(BlobKind::Chunk).await?;
+
+        // The manifest: built whole for a full state, updated page by page for an increment.
+        let edits = std::mem::take(&mut self.edits);
+        let (root, pages) = match (self.header.mode, &self.parent) {
+            (Mode::Incremental, Some(parent)) => {
+                let loader = self.engine.page_loader();
+                let parent_root = Engine::root_of(parent);
+                manifest::update(&loader, parent_root.as_ref(), edits)
+                    .await
+                    .map_err(|e| in_checkpoint(parent.id, e.into()))?
+            }
+            _ => manifest::build(edits.into_values().flatten().collect()),
+        };
+        for page in pages {
+            if self.seen.insert(page.hash) {
+                self.pending_bytes += page.bytes.len();
+                self.pending.push((page.hash, page.bytes));
+            }
+        }
+        self.flush(BlobKind::Page).await?;
+
+        let checkpoint = catalog::NewCheckpoint {
+            id: Uuid::now_v7(),
+            session: self.header.session,
+            branch: self.header.branch,
+            parent: self.header.parent,
+            metadata: self.header.metadata,
+            message: self.header.message,
+            manifest_root: root.as_ref().map(|r| r.page),
+            entry_count: root.as_ref().map_or(0, |r| r.entries),
+            logical_bytes: root.as_ref().map_or(0, |r| r.bytes),
+            blobs: self.new_blobs,
+        };
+        // Run the transaction on its own task: a client that goes away mid-commit must not
+        // leave it half-done with the session row locked.
+        let catalog = Arc::clone(&self.engine.catalog);
+        let committed = tokio::spawn(async move { catalog.commit(checkpoint).await })
+            .await
+            .map_err(|e| EngineError::Internal(format!("commit task failed: {e}")))??;
+        Ok(committed)
+    }
+
+    fn ensure_no_value_in_progress(&self, field: &str) -> Result<(), EngineError> {
+        match &self.value {
+            Some(v) => Err(invalid(
+                field,
+                format!("the value of key {:?} is incomplete: {} of {} bytes arrived", v.key, v.received, v.size),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn finish_value(&mut self) {
+        let Some(mut value) = self.value.take() else { return };
+        for chunk in value.chunker.finish() {
+            value.chunks.push(self.add_pending(chunk));
+        }
+        let entry = LeafEntry { key: value.key.clone(), size: value.size, chunks: value.chunks };
+        self.edits.insert(value.key, Some(entry));
+    }
+
+    /// Hashes a chunk and queues it for storage unless this writer has seen it already.
+    fn add_pending(&mut self, chunk: Bytes) -> ChunkRef {
+        let hash = Hash::of(&chunk);
+        let len = chunk.len() as u64;
+        if self.seen.insert(hash) {
+            self.pending_bytes += chunk.len();
+            self.pending.push((hash, chunk));
+        }
+        ChunkRef { hash, len }
+    }
+
+    /// Deduplicates the pending blobs against the registry and stores the new ones.
+    async fn flush(&mut self, kind: BlobKind) -> Result<(), EngineError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let hashes: Vec<Hash> = batch.iter().map(|(h, _)| *h).collect();
+        let existing = self.engine.catalog.existing_blobs(&hashes).await?;
+        let missing: Vec<(Hash, Bytes)> = batch.into_iter().filter(|(h, _)| !existing.contains(h)).collect();
+
+        let encoded = encode_all(&self.engine, missing).await?;
+        let engine = &self.engine;
+        let stored: Vec<NewBlob> = futures::stream::iter(encoded)
+            .map(|e| store_blob(engine, kind, e))
+            .buffer_unordered(engine.config.io_concurrency.max(1))
+            .try_collect()
+            .await?;
+        self.new_blobs.extend(stored);
+        Ok(())
+    }
+}
+
+/// Compresses blobs, on the blocking pool when the batch is large.
+async fn encode_all(engine: &Arc<Engine>, blobs: Vec<(Hash, Bytes)>) -> Result<Vec<Encoded>, EngineError> {
+    let total: usize = blobs.iter().map(|(_, b)| b.len()).sum();
+    if total < PARALLEL_ENCODE_BYTES {
+        return Ok(blobs.into_iter().map(|(h, b)| engine.encode(h, b)).collect());
+    }
+    let tasks = blobs.into_iter().map(|(hash, raw)| {
+        let engine = Arc::clone(engine);
+        tokio::task::spawn_blocking(move || engine.encode(hash, raw))
+    });
+    futures::future::try_join_all(tasks)
+        .await
+        .map_err(|e| EngineError::Internal(format!("compression task failed: {e}")))
+}
+
+/// Puts one encoded blob where it belongs and describes it for the registry.
+async fn store_blob(engine: &Engine, kind: BlobKind, encoded: Encoded) -> Result<NewBlob, EngineError> {
+    let stored_len = encoded.stored.len() as u64;
+    let location = if encoded.stored.len() <= engine.config.inline_max_bytes {
+        Location::Inline(encoded.stored)
+    } else {
+        let key = object_key(&encoded.hash, Uuid::now_v7());
+        engine
+            .blobs
+            .put(&key, encoded.stored)
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("storing blob {}: {e}", encoded.hash)))?;
+        Location::Object(key)
+    };
+    Ok(NewBlob { hash: encoded.hash, kind, codec: encoded.codec, raw_len: encoded.raw_len, stored_len, location })
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> EngineError {
+    EngineError::InvalidArgument { field: field.to_owned(), reason: reason.into() }
+}
+
+/// Names the checkpoint whose data was lost.
+fn in_checkpoint(id: Uuid, err: EngineError) -> EngineError {
+    match err {
+        EngineError::DataLoss(why) => EngineError::DataLoss(format!("parent checkpoint {id}: {why}")),
+        other => other,
+    }
+}

@@ -1,0 +1,16 @@
+//! checkpointd: a networked checkpoint service for AI-agent sessions.
+//!
+//! Floors, each using only what stands below it: [`server`] wires configuration, storage and
+//! services; [`grpc`] turns requests into engine calls; [`core`] holds the logic (chunking,
+//! manifests, writes and reads); [`catalog`] and [`blobs`] hold the bytes.
+
+pub mod blobs;
+pub mod catalog;
+pub mod config;
+pub mod core;
+pub mod grpc;
+pub mod server;
+pub mod telemetry;
+
+pub use self::config::Config;
+pub use self::server::{run, start, RunningServer};

@@ -1,0 +1,149 @@
+//! Wiring: storage, engine, gRPC services and middleware, listener and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ckpt_proto::v1::checkpoint_service_server::CheckpointServiceServer;
+use http::HeaderValue;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::server::HealthReporter;
+use tracing::{info, warn};
+
+use crate::blobs::BlobStore;
+use crate::catalog::PostgresCatalog;
+use crate::config::Config;
+use crate::core::Engine;
+use crate::grpc::CheckpointApi;
+
+/// A server accepting calls; dropped or shut down, it stops.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    health: HealthReporter,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    grace: std::time::Duration,
+}
+
+impl RunningServer {
+    /// The address the server listens on (with the real port when configured with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Turns health to NOT_SERVING, stops accepting, and lets in-flight calls finish within the
+    /// grace period.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.health.set_not_serving::<CheckpointServiceServer<CheckpointApi>>().await;
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(self.grace, &mut self.task).await {
+            Ok(joined) => joined.context("server task panicked")?.context("server failed")?,
+            Err(_) => {
+                warn!(grace = ?self.grace, "in-flight calls outlived the grace period; stopping anyway");
+                self.task.abort();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens storage, applies migrations, binds the listener and starts serving.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    // Storage.
+    let catalog = PostgresCatalog::connect(&config.database, config.db_max_connections, config.db_acquire_timeout)
+        .await
+        .with_context(|| format!("opening the catalog at {}", config.redacted_database()))?;
+    let blobs = BlobStore::open(&config.store).with_context(|| format!("opening the object store {}", config.store))?;
+    let engine = Arc::new(Engine::new(Arc::new(catalog), blobs, config.engine()));
+
+    // Services.
+    let max_message = config.max_message_size.as_u64() as usize;
+    let api = CheckpointServiceServer::new(CheckpointApi::new(engine))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<CheckpointServiceServer<CheckpointApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ckpt_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+
+    // Listener. tonic ignores its own nodelay setting on a listener we bind, hence TcpIncoming.
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(oversize_is_exhausted::<tonic::body::Body>))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(api);
+    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stopped.await;
+    }));
+
+    info!(%addr, store = %config.store, database = %config.redacted_database(), "checkpointd listening");
+    Ok(RunningServer { addr, health, stop: Some(stop), task, grace: config.shutdown_grace })
+}
+
+/// Runs until SIGINT or SIGTERM, then shuts down gracefully; a second signal exits at once.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let server = start(config).await?;
+    wait_for_signal().await;
+    info!("shutting down");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    server.shutdown().await?;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// tonic answers a request over the decoding limit with OUT_OF_RANGE before any handler runs;
+/// gRPC's convention, and our contract, is RESOURCE_EXHAUSTED.
+fn oversize_is_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers();
+    let out_of_range = headers.get("grpc-status").is_some_and(|s| s == "11");
+    let too_large = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
+    if out_of_range && too_large {
+        response.headers_mut().insert("grpc-status", HeaderValue::from_static("8"));
+    }
+    response
+}
