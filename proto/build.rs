@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".ckpt.v1")
         .type_attribute(".", "#[allow(clippy::all)]")
+        .client_mod_attribute(".", "#[allow(clippy::all, clippy::clone_on_ref_ptr)]")
+        .server_mod_attribute(".", "#[allow(clippy::all, clippy::clone_on_ref_ptr)]")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -54,19 +54,28 @@ impl BlobStore {
                 "" => Arc::new(s3),
                 prefix => Arc::new(PrefixStore::new(s3, prefix)),
             };
-            return Ok(Self { store, description: spec.to_owned() });
+            return Ok(Self {
+                store,
+                description: spec.to_owned(),
+            });
         }
         std::fs::create_dir_all(spec).map_err(|e| BlobError::Other(format!("{spec}: {e}")))?;
         // fsync: a blob must be durable before the catalog commit that references it.
         let local = LocalFileSystem::new_with_prefix(spec)
             .map_err(|e| BlobError::Other(e.to_string()))?
             .with_fsync(true);
-        Ok(Self { store: Arc::new(local), description: spec.to_owned() })
+        Ok(Self {
+            store: Arc::new(local),
+            description: spec.to_owned(),
+        })
     }
 
     /// Wraps any object store (tests use this for fault injection).
     pub fn from_store(store: Arc<dyn ObjectStore>, description: impl Into<String>) -> Self {
-        Self { store, description: description.into() }
+        Self {
+            store,
+            description: description.into(),
+        }
     }
 
     pub fn description(&self) -> &str {
@@ -82,11 +91,18 @@ impl BlobStore {
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
-        let result = self.store.get(&Path::from(key)).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => BlobError::NotFound(key.to_owned()),
-            other => BlobError::Other(other.to_string()),
-        })?;
-        result.bytes().await.map_err(|e| BlobError::Other(e.to_string()))
+        let result = self
+            .store
+            .get(&Path::from(key))
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => BlobError::NotFound(key.to_owned()),
+                other => BlobError::Other(other.to_string()),
+            })?;
+        result
+            .bytes()
+            .await
+            .map_err(|e| BlobError::Other(e.to_string()))
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
@@ -107,7 +123,10 @@ mod tests {
         let a = object_key(&hash, Uuid::now_v7());
         let b = object_key(&hash, Uuid::now_v7());
         let hex = hash.to_hex();
-        assert!(a.starts_with(&format!("chunks/{}/{hex}.", &hex[..2])), "{a}");
+        assert!(
+            a.starts_with(&format!("chunks/{}/{hex}.", &hex[..2])),
+            "{a}"
+        );
         assert_ne!(a, b);
     }
 }

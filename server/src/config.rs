@@ -17,7 +17,11 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Catalog database: a `postgres://` URL.
-    #[arg(long, env = "CKPT_DATABASE", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "CKPT_DATABASE",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     pub database: String,
 
     /// Object store for chunks: a directory, or `s3://bucket/prefix` (endpoint, region and
@@ -91,7 +95,9 @@ impl Config {
     /// The database URL with any password replaced, for logs.
     pub fn redacted_database(&self) -> String {
         match url_password_span(&self.database) {
-            Some((start, end)) => format!("{}***{}", &self.database[..start], &self.database[end..]),
+            Some((start, end)) => {
+                format!("{}***{}", &self.database[..start], &self.database[end..])
+            }
             None => self.database.clone(),
         }
     }
@@ -111,7 +117,11 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        let mut c = Config::for_test("127.0.0.1:0".parse().unwrap(), "postgres://u:secret@h:5432/db", "x");
+        let mut c = Config::for_test(
+            "127.0.0.1:0".parse().unwrap(),
+            "postgres://u:secret@h:5432/db",
+            "x",
+        );
         assert_eq!(c.redacted_database(), "postgres://u:***@h:5432/db");
         c.database = "postgres://u@h/db".into();
         assert_eq!(c.redacted_database(), "postgres://u@h/db");

@@ -13,4 +13,4 @@ pub mod server;
 pub mod telemetry;
 
 pub use self::config::Config;
-pub use self::server::{run, start, RunningServer};
+pub use self::server::{RunningServer, run, start};

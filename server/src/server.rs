@@ -44,12 +44,16 @@ impl RunningServer {
     /// Turns health to NOT_SERVING, stops accepting, and lets in-flight calls finish within the
     /// grace period.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        self.health.set_not_serving::<CheckpointServiceServer<CheckpointApi>>().await;
+        self.health
+            .set_not_serving::<CheckpointServiceServer<CheckpointApi>>()
+            .await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         match tokio::time::timeout(self.grace, &mut self.task).await {
-            Ok(joined) => joined.context("server task panicked")?.context("server failed")?,
+            Ok(joined) => joined
+                .context("server task panicked")?
+                .context("server failed")?,
             Err(_) => {
                 warn!(grace = ?self.grace, "in-flight calls outlived the grace period; stopping anyway");
                 self.task.abort();
@@ -62,10 +66,15 @@ impl RunningServer {
 /// Opens storage, applies migrations, binds the listener and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     // Storage.
-    let catalog = PostgresCatalog::connect(&config.database, config.db_max_connections, config.db_acquire_timeout)
-        .await
-        .with_context(|| format!("opening the catalog at {}", config.redacted_database()))?;
-    let blobs = BlobStore::open(&config.store).with_context(|| format!("opening the object store {}", config.store))?;
+    let catalog = PostgresCatalog::connect(
+        &config.database,
+        config.db_max_connections,
+        config.db_acquire_timeout,
+    )
+    .await
+    .with_context(|| format!("opening the catalog at {}", config.redacted_database()))?;
+    let blobs = BlobStore::open(&config.store)
+        .with_context(|| format!("opening the object store {}", config.store))?;
     let engine = Arc::new(Engine::new(Arc::new(catalog), blobs, config.engine()));
 
     // Services.
@@ -78,7 +87,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .send_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip);
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<CheckpointServiceServer<CheckpointApi>>().await;
+    health
+        .set_serving::<CheckpointServiceServer<CheckpointApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ckpt_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -86,12 +97,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .context("building the reflection service")?;
 
     // Listener. tonic ignores its own nodelay setting on a listener we bind, hence TcpIncoming.
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop, stopped) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(oversize_is_exhausted::<tonic::body::Body>))
+        .layer(tower::util::MapResponseLayer::new(
+            oversize_is_exhausted::<tonic::body::Body>,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api);
@@ -100,7 +115,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     }));
 
     info!(%addr, store = %config.store, database = %config.redacted_database(), "checkpointd listening");
-    Ok(RunningServer { addr, health, stop: Some(stop), task, grace: config.shutdown_grace })
+    Ok(RunningServer {
+        addr,
+        health,
+        stop: Some(stop),
+        task,
+        grace: config.shutdown_grace,
+    })
 }
 
 /// Runs until SIGINT or SIGTERM, then shuts down gracefully; a second signal exits at once.
@@ -143,7 +164,9 @@ fn oversize_is_exhausted<B>(mut response: http::Response<B>) -> http::Response<B
         .and_then(|m| m.to_str().ok())
         .is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
     if out_of_range && too_large {
-        response.headers_mut().insert("grpc-status", HeaderValue::from_static("8"));
+        response
+            .headers_mut()
+            .insert("grpc-status", HeaderValue::from_static("8"));
     }
     response
 }

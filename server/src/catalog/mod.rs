@@ -102,7 +102,10 @@ pub enum CatalogError {
     #[error("{0} not found")]
     NotFound(String),
     #[error("branch {branch} has moved: its head is {}", current.map(|c| c.to_string()).unwrap_or_else(|| "empty".into()))]
-    HeadMoved { branch: String, current: Option<Uuid> },
+    HeadMoved {
+        branch: String,
+        current: Option<Uuid>,
+    },
     #[error("{0}")]
     FailedPrecondition(String),
     /// The database could not be reached or is overloaded; worth retrying.

@@ -16,8 +16,8 @@ use tracing::info;
 use uuid::Uuid;
 
 use super::{
-    BlobRecord, Catalog, CatalogError, CheckpointRecord, Location, NewCheckpoint,
-    Result, SessionRecord,
+    BlobRecord, Catalog, CatalogError, CheckpointRecord, Location, NewCheckpoint, Result,
+    SessionRecord,
 };
 use crate::core::codec::Codec;
 use crate::core::hash::Hash;
@@ -53,7 +53,10 @@ impl TryFrom<CheckpointRow> for CheckpointRecord {
     fn try_from(row: CheckpointRow) -> Result<Self> {
         let manifest_root = match row.manifest_root {
             Some(bytes) => Some(Hash::from_slice(&bytes).ok_or_else(|| {
-                CatalogError::Internal(format!("checkpoint {} has a malformed manifest hash", row.id))
+                CatalogError::Internal(format!(
+                    "checkpoint {} has a malformed manifest hash",
+                    row.id
+                ))
             })?),
             None => None,
         };
@@ -62,7 +65,11 @@ impl TryFrom<CheckpointRow> for CheckpointRecord {
             session: row.session,
             seq: row.seq as u64,
             branch: row.branch,
-            parents: row.parent_id.into_iter().chain(row.merge_parent_id).collect(),
+            parents: row
+                .parent_id
+                .into_iter()
+                .chain(row.merge_parent_id)
+                .collect(),
             generation: row.generation as u64,
             created_at: row.created_at,
             metadata: row.metadata,
@@ -130,10 +137,14 @@ pub struct PostgresCatalog {
 
 impl PostgresCatalog {
     /// Connects with a pool of `max_connections` and applies pending migrations.
-    pub async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Self> {
-        let options: PgConnectOptions = url
-            .parse()
-            .map_err(|e: sqlx::Error| CatalogError::Unavailable(format!("bad database URL: {e}")))?;
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self> {
+        let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
+            CatalogError::Unavailable(format!("bad database URL: {e}"))
+        })?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(acquire_timeout)
@@ -144,7 +155,10 @@ impl PostgresCatalog {
             .run(&pool)
             .await
             .map_err(|e| CatalogError::Unavailable(format!("migrations failed: {e}")))?;
-        info!(max_connections, "postgres catalog ready, migrations applied");
+        info!(
+            max_connections,
+            "postgres catalog ready, migrations applied"
+        );
         Ok(Self { pool })
     }
 
@@ -158,7 +172,10 @@ impl PostgresCatalog {
         self.pool.close().await;
     }
 
-    async fn lock_session(tx: &mut Transaction<'static, Postgres>, name: &str) -> Result<Option<i64>> {
+    async fn lock_session(
+        tx: &mut Transaction<'static, Postgres>,
+        name: &str,
+    ) -> Result<Option<i64>> {
         sqlx::query_scalar("SELECT id FROM sessions WHERE name = $1 FOR UPDATE")
             .bind(name)
             .fetch_optional(&mut **tx)
@@ -167,22 +184,26 @@ impl PostgresCatalog {
     }
 
     /// Finds the session, creating it when absent, and locks its row.
-    async fn lock_or_create_session(tx: &mut Transaction<'static, Postgres>, name: &str) -> Result<i64> {
+    async fn lock_or_create_session(
+        tx: &mut Transaction<'static, Postgres>,
+        name: &str,
+    ) -> Result<i64> {
         if let Some(id) = Self::lock_session(tx, name).await? {
             return Ok(id);
         }
-        let inserted: Option<i64> =
-            sqlx::query_scalar("INSERT INTO sessions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id")
-                .bind(name)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(classify)?;
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO sessions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
+        )
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(classify)?;
         match inserted {
             Some(id) => Ok(id),
             // Another writer created it first; its insert has committed, so lock that row.
-            None => Self::lock_session(tx, name)
-                .await?
-                .ok_or_else(|| CatalogError::Unavailable(format!("session {name} is being deleted"))),
+            None => Self::lock_session(tx, name).await?.ok_or_else(|| {
+                CatalogError::Unavailable(format!("session {name} is being deleted"))
+            }),
         }
     }
 
@@ -200,9 +221,14 @@ impl PostgresCatalog {
                 .await
                 .map_err(classify)?;
         if head.is_some() && head != cp.parent {
-            return Err(CatalogError::HeadMoved { branch: cp.branch.clone(), current: head });
+            return Err(CatalogError::HeadMoved {
+                branch: cp.branch.clone(),
+                current: head,
+            });
         }
-        let Some(parent) = cp.parent else { return Ok(1) };
+        let Some(parent) = cp.parent else {
+            return Ok(1);
+        };
         let parent_generation: Option<i64> = sqlx::query_scalar(
             "SELECT generation FROM checkpoints WHERE id = $1 AND session_id = $2",
         )
@@ -211,13 +237,19 @@ impl PostgresCatalog {
         .fetch_optional(&mut **tx)
         .await
         .map_err(classify)?;
-        parent_generation
-            .map(|g| g + 1)
-            .ok_or_else(|| CatalogError::NotFound(format!("parent checkpoint {parent} in session {}", cp.session)))
+        parent_generation.map(|g| g + 1).ok_or_else(|| {
+            CatalogError::NotFound(format!(
+                "parent checkpoint {parent} in session {}",
+                cp.session
+            ))
+        })
     }
 
     /// Registers new blobs and returns the stored bytes of those that were not there yet.
-    async fn insert_blobs(tx: &mut Transaction<'static, Postgres>, cp: &NewCheckpoint) -> Result<i64> {
+    async fn insert_blobs(
+        tx: &mut Transaction<'static, Postgres>,
+        cp: &NewCheckpoint,
+    ) -> Result<i64> {
         if cp.blobs.is_empty() {
             return Ok(0);
         }
@@ -275,11 +307,12 @@ impl Catalog for PostgresCatalog {
             return Ok(HashSet::new());
         }
         let keys: Vec<Vec<u8>> = hashes.iter().map(|h| h.0.to_vec()).collect();
-        let found: Vec<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM chunks WHERE hash = ANY($1)")
-            .bind(keys)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
+        let found: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT hash FROM chunks WHERE hash = ANY($1)")
+                .bind(keys)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
         Ok(found.iter().filter_map(|h| Hash::from_slice(h)).collect())
     }
 
@@ -304,9 +337,14 @@ impl Catalog for PostgresCatalog {
         // The session row lock orders this commit against every other write to the session.
         let session_id = match cp.parent {
             None => Self::lock_or_create_session(&mut tx, &cp.session).await?,
-            Some(parent) => Self::lock_session(&mut tx, &cp.session).await?.ok_or_else(|| {
-                CatalogError::NotFound(format!("parent checkpoint {parent} in session {}", cp.session))
-            })?,
+            Some(parent) => Self::lock_session(&mut tx, &cp.session)
+                .await?
+                .ok_or_else(|| {
+                    CatalogError::NotFound(format!(
+                        "parent checkpoint {parent} in session {}",
+                        cp.session
+                    ))
+                })?,
         };
         let generation = Self::check_head(&mut tx, session_id, &cp).await?;
         let seq: i64 = sqlx::query_scalar(
@@ -444,25 +482,27 @@ impl Catalog for PostgresCatalog {
     async fn delete_checkpoint(&self, id: Uuid) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let not_found = || CatalogError::NotFound(format!("checkpoint {id}"));
-        let session_id: i64 = sqlx::query_scalar("SELECT session_id FROM checkpoints WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?
-            .ok_or_else(not_found)?;
+        let session_id: i64 =
+            sqlx::query_scalar("SELECT session_id FROM checkpoints WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?
+                .ok_or_else(not_found)?;
         sqlx::query("SELECT id FROM sessions WHERE id = $1 FOR UPDATE")
             .bind(session_id)
             .fetch_optional(&mut *tx)
             .await
             .map_err(classify)?
             .ok_or_else(not_found)?;
-        let heads: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM branches WHERE session_id = $1 AND head = $2 ORDER BY name")
-                .bind(session_id)
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?;
+        let heads: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM branches WHERE session_id = $1 AND head = $2 ORDER BY name",
+        )
+        .bind(session_id)
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(classify)?;
         if !heads.is_empty() {
             return Err(CatalogError::FailedPrecondition(format!(
                 "checkpoint {id} is the head of branch {}; move or delete the branch first",

@@ -45,9 +45,10 @@ impl Chunker {
     }
 
     fn cut(&mut self, last: bool) -> Vec<Bytes> {
-        let mut cuts: Vec<(usize, usize)> = FastCDC::new(&self.pending, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
-            .map(|c| (c.offset, c.length))
-            .collect();
+        let mut cuts: Vec<(usize, usize)> =
+            FastCDC::new(&self.pending, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+                .map(|c| (c.offset, c.length))
+                .collect();
         if !last {
             // The final piece may still grow: keep it for the next call.
             cuts.pop();
@@ -108,7 +109,11 @@ mod tests {
         let before = chunk_all(&value);
         let after = chunk_all(&edited);
         let shared = after.iter().filter(|c| before.contains(c)).count();
-        assert!(shared + 2 >= after.len(), "only {shared} of {} chunks shared", after.len());
+        assert!(
+            shared + 2 >= after.len(),
+            "only {shared} of {} chunks shared",
+            after.len()
+        );
     }
 
     proptest! {

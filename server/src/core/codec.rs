@@ -38,9 +38,19 @@ pub fn encode(hash: Hash, raw: Bytes, level: i32) -> Encoded {
     if let Ok(compressed) = zstd::bulk::compress(&raw, level)
         && compressed.len() + raw.len() / 16 < raw.len()
     {
-        return Encoded { hash, raw_len, codec: Codec::Zstd, stored: Bytes::from(compressed) };
+        return Encoded {
+            hash,
+            raw_len,
+            codec: Codec::Zstd,
+            stored: Bytes::from(compressed),
+        };
     }
-    Encoded { hash, raw_len, codec: Codec::Raw, stored: raw }
+    Encoded {
+        hash,
+        raw_len,
+        codec: Codec::Raw,
+        stored: raw,
+    }
 }
 
 /// Why stored bytes could not be turned back into the blob they claim to be.
@@ -53,11 +63,17 @@ pub enum DecodeError {
 }
 
 /// Decompresses `stored` and checks that it hashes to `expected`.
-pub fn decode(expected: Hash, codec: Codec, raw_len: u64, stored: Bytes) -> Result<Bytes, DecodeError> {
+pub fn decode(
+    expected: Hash,
+    codec: Codec,
+    raw_len: u64,
+    stored: Bytes,
+) -> Result<Bytes, DecodeError> {
     let raw = match codec {
         Codec::Raw => stored,
         Codec::Zstd => {
-            let capacity = usize::try_from(raw_len).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+            let capacity =
+                usize::try_from(raw_len).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
             let raw = zstd::bulk::decompress(&stored, capacity)
                 .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
             Bytes::from(raw)
@@ -93,7 +109,12 @@ mod tests {
         let mut damaged = encoded.stored.to_vec();
         let middle = damaged.len() / 2;
         damaged[middle] ^= 0x40;
-        let result = decode(encoded.hash, encoded.codec, encoded.raw_len, Bytes::from(damaged));
+        let result = decode(
+            encoded.hash,
+            encoded.codec,
+            encoded.raw_len,
+            Bytes::from(damaged),
+        );
         assert!(result.is_err());
     }
 

@@ -11,7 +11,9 @@ use super::hash::Hash;
 use super::manifest::{ManifestError, Page, PageLoader, Root};
 use super::validate;
 use crate::blobs::{BlobError, BlobStore};
-use crate::catalog::{BlobRecord, Catalog, CatalogError, CheckpointRecord, Location, SessionRecord};
+use crate::catalog::{
+    BlobRecord, Catalog, CatalogError, CheckpointRecord, Location, SessionRecord,
+};
 
 /// Tunables of the write and read paths.
 #[derive(Clone, Debug)]
@@ -52,7 +54,10 @@ pub enum EngineError {
     #[error("{0} not found")]
     NotFound(String),
     #[error("branch {branch} has moved: its head is {}", current.map(|c| c.to_string()).unwrap_or_else(|| "empty".into()))]
-    HeadMoved { branch: String, current: Option<Uuid> },
+    HeadMoved {
+        branch: String,
+        current: Option<Uuid>,
+    },
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("{0}")]
@@ -107,7 +112,12 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     pub fn new(catalog: Arc<dyn Catalog>, blobs: BlobStore, config: EngineConfig) -> Self {
         let pages = quick_cache::sync::Cache::new(config.page_cache_entries.max(1));
-        Self { catalog, blobs, config, pages }
+        Self {
+            catalog,
+            blobs,
+            config,
+            pages,
+        }
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -132,7 +142,10 @@ impl Engine {
         if let Some(branch) = branch {
             validate::name("branch", branch)?;
         }
-        Ok(self.catalog.list_checkpoints(session, branch, before, limit).await?)
+        Ok(self
+            .catalog
+            .list_checkpoints(session, branch, before, limit)
+            .await?)
     }
 
     pub async fn session(&self, name: &str) -> Result<SessionRecord, EngineError> {
@@ -143,7 +156,11 @@ impl Engine {
             .ok_or_else(|| EngineError::NotFound(format!("session {name}")))
     }
 
-    pub async fn list_sessions(&self, after: Option<&str>, limit: u32) -> Result<Vec<SessionRecord>, EngineError> {
+    pub async fn list_sessions(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SessionRecord>, EngineError> {
         Ok(self.catalog.list_sessions(after, limit).await?)
     }
 
@@ -160,7 +177,11 @@ impl Engine {
 
     /// The manifest root of a checkpoint, with its totals.
     pub(super) fn root_of(cp: &CheckpointRecord) -> Option<Root> {
-        cp.manifest_root.map(|page| Root { page, entries: cp.entry_count, bytes: cp.logical_bytes })
+        cp.manifest_root.map(|page| Root {
+            page,
+            entries: cp.entry_count,
+            bytes: cp.logical_bytes,
+        })
     }
 
     /// Fetches and verifies registered blobs, several at a time, yielding them in order.
@@ -177,15 +198,19 @@ impl Engine {
         let stored = match record.location {
             Location::Inline(bytes) => bytes,
             Location::Object(key) => self.blobs.get(&key).await.map_err(|e| match e {
-                BlobError::NotFound(key) => BlobFault::Lost(record.hash, format!("object {key} is missing")),
+                BlobError::NotFound(key) => {
+                    BlobFault::Lost(record.hash, format!("object {key} is missing"))
+                }
                 BlobError::Other(why) => BlobFault::Unavailable(why),
             })?,
         };
         let hash = record.hash;
-        let raw = tokio::task::spawn_blocking(move || codec::decode(hash, record.codec, record.raw_len, stored))
-            .await
-            .map_err(|e| BlobFault::Unavailable(e.to_string()))?
-            .map_err(|e| BlobFault::Lost(hash, e.to_string()))?;
+        let raw = tokio::task::spawn_blocking(move || {
+            codec::decode(hash, record.codec, record.raw_len, stored)
+        })
+        .await
+        .map_err(|e| BlobFault::Unavailable(e.to_string()))?
+        .map_err(|e| BlobFault::Lost(hash, e.to_string()))?;
         Ok((hash, raw))
     }
 
@@ -198,7 +223,10 @@ impl Engine {
             .map_err(|e| BlobFault::Unavailable(e.to_string()))?;
         if records.len() < unique_count(hashes) {
             let present: std::collections::HashSet<Hash> = records.iter().map(|r| r.hash).collect();
-            let missing = hashes.iter().find(|h| !present.contains(h)).expect("one is missing");
+            let missing = hashes
+                .iter()
+                .find(|h| !present.contains(h))
+                .expect("one is missing");
             return Err(BlobFault::Lost(*missing, "no catalog entry".into()));
         }
         // Back into the requested order, one record per requested hash.
@@ -218,7 +246,10 @@ impl Engine {
 }
 
 fn unique_count(hashes: &[Hash]) -> usize {
-    hashes.iter().collect::<std::collections::HashSet<_>>().len()
+    hashes
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len()
 }
 
 /// A blob that could not be read.
@@ -236,7 +267,9 @@ impl BlobFault {
         match self {
             BlobFault::Lost(hash, why) => {
                 let place = key.map(|k| format!(", key {k:?}")).unwrap_or_default();
-                EngineError::DataLoss(format!("checkpoint {checkpoint}{place}: blob {hash}: {why}"))
+                EngineError::DataLoss(format!(
+                    "checkpoint {checkpoint}{place}: blob {hash}: {why}"
+                ))
             }
             BlobFault::Unavailable(why) => EngineError::Unavailable(why),
         }
@@ -257,7 +290,12 @@ impl PageLoader for EngineLoader<'_> {
             BlobFault::Lost(h, why) => ManifestError::Lost(h, why),
             BlobFault::Unavailable(why) => ManifestError::Unavailable(why),
         };
-        let record = self.engine.blob_records(&[hash]).await.map_err(fault)?.remove(0);
+        let record = self
+            .engine
+            .blob_records(&[hash])
+            .await
+            .map_err(fault)?
+            .remove(0);
         let (_, bytes) = self.engine.fetch_blob(record).await.map_err(fault)?;
         let page = Arc::new(Page::decode(hash, &bytes)?);
         self.engine.pages.insert(hash, Arc::clone(&page));

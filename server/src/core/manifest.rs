@@ -164,8 +164,16 @@ impl Page {
                 })
             })
             .collect::<Result<Vec<_>, ManifestError>>()?;
-        let page = Page { level: msg.level, entries, children };
-        let consistent = if page.level == 0 { page.children.is_empty() } else { page.entries.is_empty() };
+        let page = Page {
+            level: msg.level,
+            entries,
+            children,
+        };
+        let consistent = if page.level == 0 {
+            page.children.is_empty()
+        } else {
+            page.entries.is_empty()
+        };
         if !consistent || page.is_empty() {
             return Err(malformed("items do not match the page level"));
         }
@@ -201,12 +209,19 @@ fn decode_entry(e: EntryMsg) -> Option<LeafEntry> {
         .hashes
         .chunks_exact(32)
         .zip(e.lens)
-        .map(|(h, len)| ChunkRef { hash: Hash::from_slice(h).expect("32 bytes"), len })
+        .map(|(h, len)| ChunkRef {
+            hash: Hash::from_slice(h).expect("32 bytes"),
+            len,
+        })
         .collect();
     if chunks.iter().map(|c| c.len).sum::<u64>() != e.size {
         return None;
     }
-    Some(LeafEntry { key: e.key, size: e.size, chunks })
+    Some(LeafEntry {
+        key: e.key,
+        size: e.size,
+        chunks,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -229,7 +244,11 @@ impl Item for LeafEntry {
         &page.entries
     }
     fn into_page(level: u32, items: Vec<Self>) -> Page {
-        Page { level, entries: items, children: Vec::new() }
+        Page {
+            level,
+            entries: items,
+            children: Vec::new(),
+        }
     }
     fn totals(&self) -> (u64, u64) {
         (1, self.size)
@@ -244,7 +263,11 @@ impl Item for ChildRef {
         &page.children
     }
     fn into_page(level: u32, items: Vec<Self>) -> Page {
-        Page { level, entries: Vec::new(), children: items }
+        Page {
+            level,
+            entries: Vec::new(),
+            children: items,
+        }
     }
     fn totals(&self) -> (u64, u64) {
         (self.entries, self.bytes)
@@ -278,7 +301,12 @@ impl Writer {
         };
         let first_key = page.first_key().to_owned();
         self.pages.insert(hash, (Arc::new(page), bytes));
-        ChildRef { first_key, page: hash, entries, bytes: total }
+        ChildRef {
+            first_key,
+            page: hash,
+            entries,
+            bytes: total,
+        }
     }
 
     /// Splits a level's items into pages at boundaries and returns references to them.
@@ -327,7 +355,11 @@ impl Writer {
 }
 
 fn to_root(r: ChildRef) -> Root {
-    Root { page: r.page, entries: r.entries, bytes: r.bytes }
+    Root {
+        page: r.page,
+        entries: r.entries,
+        bytes: r.bytes,
+    }
 }
 
 /// Builds the tree of a whole state from entries sorted by key.
@@ -356,14 +388,23 @@ pub struct Cursor<'a, L> {
 
 impl<L> std::fmt::Debug for Cursor<'_, L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cursor").field("level", &self.level).field("depth", &self.path.len()).finish()
+        f.debug_struct("Cursor")
+            .field("level", &self.level)
+            .field("depth", &self.path.len())
+            .finish()
     }
 }
 
 impl<'a, L: PageLoader> Cursor<'a, L> {
     pub async fn new(loader: &'a L, root: Hash, level: u32) -> Result<Self, ManifestError> {
         let root = loader.load(root).await?;
-        Ok(Self { loader, current: Arc::clone(&root), root, level, path: Vec::new() })
+        Ok(Self {
+            loader,
+            current: Arc::clone(&root),
+            root,
+            level,
+            path: Vec::new(),
+        })
     }
 
     /// Moves to the page at this cursor's level whose range holds `key` (the first page when
@@ -372,7 +413,10 @@ impl<'a, L: PageLoader> Cursor<'a, L> {
         self.path.clear();
         let mut page = Arc::clone(&self.root);
         while page.level > self.level {
-            let idx = page.children.partition_point(|c| c.first_key.as_str() <= key).saturating_sub(1);
+            let idx = page
+                .children
+                .partition_point(|c| c.first_key.as_str() <= key)
+                .saturating_sub(1);
             let child = page.children[idx].page;
             self.path.push((page, idx));
             page = self.loader.load(child).await?;
@@ -391,7 +435,10 @@ impl<'a, L: PageLoader> Cursor<'a, L> {
 
     /// Moves to the next page of the level, or returns `None` at the end.
     pub async fn next_page(&mut self) -> Result<Option<Arc<Page>>, ManifestError> {
-        let Some(depth) = self.path.iter().rposition(|(page, idx)| idx + 1 < page.children.len())
+        let Some(depth) = self
+            .path
+            .iter()
+            .rposition(|(page, idx)| idx + 1 < page.children.len())
         else {
             return Ok(None);
         };
@@ -489,7 +536,9 @@ async fn update_level<L: PageLoader, T: Item>(
             if is_boundary(level, last.key()) {
                 break;
             }
-            let Some(following) = cursor.next_page().await? else { break };
+            let Some(following) = cursor.next_page().await? else {
+                break;
+            };
             above.insert(following.first_key().to_owned(), None);
             items.extend_from_slice(T::items(&following));
             next = apply_in_range(&mut items, &edits, next, cursor.upper_bound());
@@ -530,8 +579,13 @@ fn apply_in_range<T: Item>(
 
 /// Reads every entry of a tree in key order. Meant for tests and small trees; reads of large
 /// states walk a [`Cursor`] instead.
-pub async fn entries<L: PageLoader>(loader: &L, root: Option<&Root>) -> Result<Vec<LeafEntry>, ManifestError> {
-    let Some(root) = root else { return Ok(Vec::new()) };
+pub async fn entries<L: PageLoader>(
+    loader: &L,
+    root: Option<&Root>,
+) -> Result<Vec<LeafEntry>, ManifestError> {
+    let Some(root) = root else {
+        return Ok(Vec::new());
+    };
     let mut cursor = Cursor::new(loader, root.page, 0).await?;
     let mut page = Some(cursor.seek("").await?);
     let mut out = Vec::new();
@@ -577,24 +631,43 @@ mod tests {
 
     fn entry(key: &str, version: u64) -> LeafEntry {
         let hash = Hash::of(format!("{key}:{version}").as_bytes());
-        LeafEntry { key: key.to_owned(), size: version + 1, chunks: vec![ChunkRef { hash, len: version + 1 }] }
+        LeafEntry {
+            key: key.to_owned(),
+            size: version + 1,
+            chunks: vec![ChunkRef {
+                hash,
+                len: version + 1,
+            }],
+        }
     }
 
     fn state(n: usize) -> BTreeMap<String, LeafEntry> {
-        (0..n).map(|i| format!("k/{i:06}")).map(|k| (k.clone(), entry(&k, 0))).collect()
+        (0..n)
+            .map(|i| format!("k/{i:06}"))
+            .map(|k| (k.clone(), entry(&k, 0)))
+            .collect()
     }
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().build().unwrap()
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
     }
 
     #[test]
     fn page_encoding_round_trips_and_rejects_garbage() {
-        let page = Page { level: 0, entries: vec![entry("a", 1), entry("b", 2)], children: vec![] };
+        let page = Page {
+            level: 0,
+            entries: vec![entry("a", 1), entry("b", 2)],
+            children: vec![],
+        };
         let bytes = page.encode();
         assert_eq!(Page::decode(Hash::of(&bytes), &bytes).unwrap(), page);
         assert!(Page::decode(Hash::of(b"x"), b"\xff\xff\xff").is_err());
-        assert!(Page::decode(Hash::of(b""), b"").is_err(), "an empty page is malformed");
+        assert!(
+            Page::decode(Hash::of(b""), b"").is_err(),
+            "an empty page is malformed"
+        );
     }
 
     #[test]
@@ -604,7 +677,11 @@ mod tests {
         let root = root.unwrap();
         assert_eq!(root.entries, 20_000);
         assert_eq!(root.bytes, 20_000);
-        assert!(pages.len() > 20_000 / (FANOUT as usize * 4), "{} pages", pages.len());
+        assert!(
+            pages.len() > 20_000 / (FANOUT as usize * 4),
+            "{} pages",
+            pages.len()
+        );
         let loader = MemLoader::default();
         loader.store(&pages);
         assert_eq!(rt().block_on(entries_of(&loader, &root)), entries);
@@ -628,8 +705,15 @@ mod tests {
         *loader.loads.lock().unwrap() = 0;
         let (new_root, new_pages) = rt.block_on(update(&loader, Some(&root), edits)).unwrap();
         let loads = *loader.loads.lock().unwrap();
-        assert!(new_pages.len() <= height as usize + 2, "{} pages for one edit", new_pages.len());
-        assert!(loads <= 4 * (height as usize + 2), "{loads} loads for one edit");
+        assert!(
+            new_pages.len() <= height as usize + 2,
+            "{} pages for one edit",
+            new_pages.len()
+        );
+        assert!(
+            loads <= 4 * (height as usize + 2),
+            "{loads} loads for one edit"
+        );
         let new_root = new_root.unwrap();
         assert_eq!(new_root.bytes, 100_000 + 9);
     }
@@ -647,7 +731,7 @@ mod tests {
             let loader = MemLoader::default();
             loader.store(&pages);
 
-            let mut expected = base.clone();
+            let mut expected = base;
             let mut edits = BTreeMap::new();
             for (i, op) in ops {
                 let key = format!("k/{i:06}");

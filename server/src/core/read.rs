@@ -48,8 +48,9 @@ impl Engine {
                 validate::name("head.session_id", &session)?;
                 let branch = validate::branch("head.branch", &branch)?;
                 let head = self.catalog.branch_head(&session, &branch).await?;
-                let head =
-                    head.ok_or_else(|| EngineError::NotFound(format!("branch {branch} of session {session}")))?;
+                let head = head.ok_or_else(|| {
+                    EngineError::NotFound(format!("branch {branch} of session {session}"))
+                })?;
                 self.checkpoint(head).await
             }
         }
@@ -87,7 +88,9 @@ impl Engine {
         filter: ReadFilter,
         tx: &mpsc::Sender<Result<ReadEvent, EngineError>>,
     ) -> Result<(), EngineError> {
-        let Some(root) = Engine::root_of(cp) else { return Ok(()) };
+        let Some(root) = Engine::root_of(cp) else {
+            return Ok(());
+        };
         let loader = self.page_loader();
         let lost = |e: super::manifest::ManifestError| in_checkpoint(cp.id, e.into());
         let mut cursor = Cursor::new(&loader, root.page, 0).await.map_err(lost)?;
@@ -108,10 +111,17 @@ impl Engine {
         let prefix = filter.prefix;
         let mut page = Some(cursor.seek(&prefix).await.map_err(lost)?);
         while let Some(current) = page {
-            let matching: Vec<LeafEntry> =
-                current.entries.iter().filter(|e| e.key.starts_with(&prefix)).cloned().collect();
+            let matching: Vec<LeafEntry> = current
+                .entries
+                .iter()
+                .filter(|e| e.key.starts_with(&prefix))
+                .cloned()
+                .collect();
             // Keys under a prefix are contiguous: a key past the prefix ends the scan.
-            let past = current.entries.last().is_some_and(|e| e.key > prefix && !e.key.starts_with(&prefix));
+            let past = current
+                .entries
+                .last()
+                .is_some_and(|e| e.key > prefix && !e.key.starts_with(&prefix));
             if !self.send_entries(cp.id, &matching, tx).await? || past {
                 return Ok(());
             }
@@ -129,11 +139,18 @@ impl Engine {
     ) -> Result<bool, EngineError> {
         let records = self.records_for(checkpoint, entries).await?;
         for entry in entries {
-            let event = ReadEvent::Entry { key: entry.key.clone(), size: entry.size };
+            let event = ReadEvent::Entry {
+                key: entry.key.clone(),
+                size: entry.size,
+            };
             if tx.send(Ok(event)).await.is_err() {
                 return Ok(false);
             }
-            let chunks: Vec<BlobRecord> = entry.chunks.iter().map(|c| records[&c.hash].clone()).collect();
+            let chunks: Vec<BlobRecord> = entry
+                .chunks
+                .iter()
+                .map(|c| records[&c.hash].clone())
+                .collect();
             let mut blobs = self.fetch_blobs(chunks);
             while let Some(blob) = blobs.next().await {
                 let (_, bytes) = blob.map_err(|f| f.into_error(checkpoint, Some(&entry.key)))?;
@@ -151,7 +168,10 @@ impl Engine {
         checkpoint: Uuid,
         entries: &[LeafEntry],
     ) -> Result<HashMap<Hash, BlobRecord>, EngineError> {
-        let mut hashes: Vec<Hash> = entries.iter().flat_map(|e| e.chunks.iter().map(|c| c.hash)).collect();
+        let mut hashes: Vec<Hash> = entries
+            .iter()
+            .flat_map(|e| e.chunks.iter().map(|c| c.hash))
+            .collect();
         hashes.sort();
         hashes.dedup();
         match self.blob_records(&hashes).await {

@@ -17,7 +17,10 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_BRANCH: &str = "main";
 
 fn invalid(field: &str, reason: impl Into<String>) -> EngineError {
-    EngineError::InvalidArgument { field: field.to_owned(), reason: reason.into() }
+    EngineError::InvalidArgument {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 /// Session ids and branch names: 1-256 bytes of `A-Z a-z 0-9 . _ - : @ /`.
@@ -30,11 +33,18 @@ pub fn name(field: &str, value: &str) -> Result<(), EngineError> {
         return Err(invalid(field, "must not be empty"));
     }
     if value.len() > MAX_NAME_BYTES {
-        return Err(invalid(field, format!("is {} bytes, the limit is {MAX_NAME_BYTES}", value.len())));
+        return Err(invalid(
+            field,
+            format!("is {} bytes, the limit is {MAX_NAME_BYTES}", value.len()),
+        ));
     }
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@' | '/');
+    let allowed =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@' | '/');
     if let Some(bad) = value.chars().find(|c| !allowed(*c)) {
-        return Err(invalid(field, format!("contains {bad:?}; allowed are A-Z a-z 0-9 . _ - : @ /")));
+        return Err(invalid(
+            field,
+            format!("contains {bad:?}; allowed are A-Z a-z 0-9 . _ - : @ /"),
+        ));
     }
     Ok(())
 }
@@ -54,7 +64,10 @@ pub fn key(field: &str, value: &str) -> Result<(), EngineError> {
         return Err(invalid(field, "must not be empty"));
     }
     if value.len() > MAX_KEY_BYTES {
-        return Err(invalid(field, format!("is {} bytes, the limit is {MAX_KEY_BYTES}", value.len())));
+        return Err(invalid(
+            field,
+            format!("is {} bytes, the limit is {MAX_KEY_BYTES}", value.len()),
+        ));
     }
     if value.contains('\0') {
         return Err(invalid(field, "must not contain NUL"));
@@ -67,12 +80,17 @@ pub fn checkpoint_id(field: &str, value: &str) -> Result<Uuid, EngineError> {
     if value.is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
-    Uuid::parse_str(value).map_err(|_| invalid(field, format!("{value:?} is not a checkpoint id (a UUID)")))
+    Uuid::parse_str(value)
+        .map_err(|_| invalid(field, format!("{value:?} is not a checkpoint id (a UUID)")))
 }
 
 /// An optional checkpoint id, where empty means none.
 pub fn optional_checkpoint_id(field: &str, value: &str) -> Result<Option<Uuid>, EngineError> {
-    if value.is_empty() { Ok(None) } else { checkpoint_id(field, value).map(Some) }
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        checkpoint_id(field, value).map(Some)
+    }
 }
 
 /// Metadata: a JSON object of at most 64 KiB. Returns its canonical text.
@@ -84,10 +102,16 @@ pub fn metadata(field: &str, value: &str) -> Result<String, EngineError> {
         return Ok("{}".to_owned());
     }
     if value.len() > MAX_METADATA_BYTES {
-        return Err(invalid(field, format!("is {} bytes, the limit is {MAX_METADATA_BYTES}", value.len())));
+        return Err(invalid(
+            field,
+            format!(
+                "is {} bytes, the limit is {MAX_METADATA_BYTES}",
+                value.len()
+            ),
+        ));
     }
-    let parsed: serde_json::Value =
-        serde_json::from_str(value).map_err(|e| invalid(field, format!("is not valid JSON: {e}")))?;
+    let parsed: serde_json::Value = serde_json::from_str(value)
+        .map_err(|e| invalid(field, format!("is not valid JSON: {e}")))?;
     if !parsed.is_object() {
         return Err(invalid(field, "must be a JSON object"));
     }
@@ -101,7 +125,9 @@ fn contains_nul(value: &serde_json::Value) -> bool {
     match value {
         serde_json::Value::String(s) => s.contains('\0'),
         serde_json::Value::Array(items) => items.iter().any(contains_nul),
-        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        serde_json::Value::Object(map) => {
+            map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v))
+        }
         _ => false,
     }
 }
@@ -109,7 +135,10 @@ fn contains_nul(value: &serde_json::Value) -> bool {
 /// A checkpoint message: free text of at most 64 KiB.
 pub fn message(field: &str, value: &str) -> Result<(), EngineError> {
     if value.len() > MAX_MESSAGE_BYTES {
-        return Err(invalid(field, format!("is {} bytes, the limit is {MAX_MESSAGE_BYTES}", value.len())));
+        return Err(invalid(
+            field,
+            format!("is {} bytes, the limit is {MAX_MESSAGE_BYTES}", value.len()),
+        ));
     }
     Ok(())
 }
@@ -127,15 +156,33 @@ mod tests {
 
     #[test]
     fn names_accept_the_documented_alphabet() {
-        for ok in ["a", "session-1", "team/agent:run@host_2.x", &"x".repeat(256)] {
+        for ok in [
+            "a",
+            "session-1",
+            "team/agent:run@host_2.x",
+            &"x".repeat(256),
+        ] {
             name("session_id", ok).unwrap();
         }
     }
 
     #[test]
     fn names_refuse_empty_long_and_foreign_characters() {
-        for bad in ["", "has space", "tab\t", "nul\0", "ünï", &"x".repeat(257), "semi;colon", "quote'"] {
-            assert_eq!(field_of(name("session_id", bad).unwrap_err()), "session_id", "{bad:?}");
+        for bad in [
+            "",
+            "has space",
+            "tab\t",
+            "nul\0",
+            "ünï",
+            &"x".repeat(257),
+            "semi;colon",
+            "quote'",
+        ] {
+            assert_eq!(
+                field_of(name("session_id", bad).unwrap_err()),
+                "session_id",
+                "{bad:?}"
+            );
         }
     }
 
@@ -151,9 +198,24 @@ mod tests {
     #[test]
     fn metadata_must_be_an_object_without_nul() {
         assert_eq!(metadata("metadata", "").unwrap(), "{}");
-        assert_eq!(metadata("metadata", r#"{"b":1,"a":"x"}"#).unwrap(), r#"{"a":"x","b":1}"#);
-        for bad in ["[1,2]", "3", "\"s\"", "{", r#"{"a":"x\u0000y"}"#, r#"{"k\u0000":1}"#, r#"{"a":["\u0000"]}"#] {
-            assert_eq!(field_of(metadata("metadata", bad).unwrap_err()), "metadata", "{bad}");
+        assert_eq!(
+            metadata("metadata", r#"{"b":1,"a":"x"}"#).unwrap(),
+            r#"{"a":"x","b":1}"#
+        );
+        for bad in [
+            "[1,2]",
+            "3",
+            "\"s\"",
+            "{",
+            r#"{"a":"x\u0000y"}"#,
+            r#"{"k\u0000":1}"#,
+            r#"{"a":["\u0000"]}"#,
+        ] {
+            assert_eq!(
+                field_of(metadata("metadata", bad).unwrap_err()),
+                "metadata",
+                "{bad}"
+            );
         }
     }
 

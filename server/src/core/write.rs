@@ -70,7 +70,14 @@ impl CreateHeader {
                 reason: "an incremental checkpoint needs a parent".into(),
             });
         }
-        Ok(Self { session: session.to_owned(), branch, parent, metadata, message: message.to_owned(), mode })
+        Ok(Self {
+            session: session.to_owned(),
+            branch,
+            parent,
+            metadata,
+            message: message.to_owned(),
+            mode,
+        })
     }
 }
 
@@ -127,9 +134,15 @@ impl CheckpointWriter {
             }
             None => None,
         };
-        let head = engine.catalog.branch_head(&header.session, &header.branch).await?;
+        let head = engine
+            .catalog
+            .branch_head(&header.session, &header.branch)
+            .await?;
         if head.is_some() && head != header.parent {
-            return Err(EngineError::HeadMoved { branch: header.branch.clone(), current: head });
+            return Err(EngineError::HeadMoved {
+                branch: header.branch.clone(),
+                current: head,
+            });
         }
         Ok(Self {
             engine,
@@ -155,7 +168,12 @@ impl CheckpointWriter {
     }
 
     /// Starts a value of `size` bytes; [`Self::value_data`] delivers them.
-    pub async fn start_value(&mut self, field: &str, key: String, size: u64) -> Result<(), EngineError> {
+    pub async fn start_value(
+        &mut self,
+        field: &str,
+        key: String,
+        size: u64,
+    ) -> Result<(), EngineError> {
         self.ensure_no_value_in_progress(field)?;
         validate::key(field, &key)?;
         let limit = self.engine.config.max_value_bytes;
@@ -165,10 +183,19 @@ impl CheckpointWriter {
             )));
         }
         if self.header.mode == Mode::Full && self.edits.contains_key(&key) {
-            return Err(invalid(field, format!("key {key:?} appears twice in a full state")));
+            return Err(invalid(
+                field,
+                format!("key {key:?} appears twice in a full state"),
+            ));
         }
         self.changes += 1;
-        self.value = Some(ValueInProgress { key, size, received: 0, chunker: Chunker::new(), chunks: Vec::new() });
+        self.value = Some(ValueInProgress {
+            key,
+            size,
+            received: 0,
+            chunker: Chunker::new(),
+            chunks: Vec::new(),
+        });
         if size == 0 {
             self.finish_value();
         }
@@ -178,13 +205,19 @@ impl CheckpointWriter {
     /// Delivers the next bytes of the value in progress.
     pub async fn value_data(&mut self, field: &str, data: &[u8]) -> Result<(), EngineError> {
         let Some(mut value) = self.value.take() else {
-            return Err(invalid(field, "value bytes arrived without a put before them"));
+            return Err(invalid(
+                field,
+                "value bytes arrived without a put before them",
+            ));
         };
         let received = value.received + data.len() as u64;
         if received > value.size {
             return Err(invalid(
                 field,
-                format!("key {:?} announced {} bytes but more arrived", value.key, value.size),
+                format!(
+                    "key {:?} announced {} bytes but more arrived",
+                    value.key, value.size
+                ),
             ));
         }
         value.received = received;
@@ -215,7 +248,10 @@ impl CheckpointWriter {
 
     /// Stores what is left, builds the manifest and commits. `declared_changes`, when given,
     /// must equal the number of puts and deletes received.
-    pub async fn commit(mut self, declared_changes: Option<u64>) -> Result<CheckpointRecord, EngineError> {
+    pub async fn commit(
+        mut self,
+        declared_changes: Option<u64>,
+    ) -> Result<CheckpointRecord, EngineError> {
         self.ensure_no_value_in_progress("commit")?;
         if let Some(declared) = declared_changes
             && declared != self.changes
@@ -272,18 +308,27 @@ impl CheckpointWriter {
         match &self.value {
             Some(v) => Err(invalid(
                 field,
-                format!("the value of key {:?} is incomplete: {} of {} bytes arrived", v.key, v.received, v.size),
+                format!(
+                    "the value of key {:?} is incomplete: {} of {} bytes arrived",
+                    v.key, v.received, v.size
+                ),
             )),
             None => Ok(()),
         }
     }
 
     fn finish_value(&mut self) {
-        let Some(mut value) = self.value.take() else { return };
+        let Some(mut value) = self.value.take() else {
+            return;
+        };
         for chunk in value.chunker.finish() {
             value.chunks.push(self.add_pending(chunk));
         }
-        let entry = LeafEntry { key: value.key.clone(), size: value.size, chunks: value.chunks };
+        let entry = LeafEntry {
+            key: value.key.clone(),
+            size: value.size,
+            chunks: value.chunks,
+        };
         self.edits.insert(value.key, Some(entry));
     }
 
@@ -307,7 +352,10 @@ impl CheckpointWriter {
         self.pending_bytes = 0;
         let hashes: Vec<Hash> = batch.iter().map(|(h, _)| *h).collect();
         let existing = self.engine.catalog.existing_blobs(&hashes).await?;
-        let missing: Vec<(Hash, Bytes)> = batch.into_iter().filter(|(h, _)| !existing.contains(h)).collect();
+        let missing: Vec<(Hash, Bytes)> = batch
+            .into_iter()
+            .filter(|(h, _)| !existing.contains(h))
+            .collect();
 
         let encoded = encode_all(&self.engine, missing).await?;
         let engine = &self.engine;
@@ -322,10 +370,16 @@ impl CheckpointWriter {
 }
 
 /// Compresses blobs, on the blocking pool when the batch is large.
-async fn encode_all(engine: &Arc<Engine>, blobs: Vec<(Hash, Bytes)>) -> Result<Vec<Encoded>, EngineError> {
+async fn encode_all(
+    engine: &Arc<Engine>,
+    blobs: Vec<(Hash, Bytes)>,
+) -> Result<Vec<Encoded>, EngineError> {
     let total: usize = blobs.iter().map(|(_, b)| b.len()).sum();
     if total < PARALLEL_ENCODE_BYTES {
-        return Ok(blobs.into_iter().map(|(h, b)| engine.encode(h, b)).collect());
+        return Ok(blobs
+            .into_iter()
+            .map(|(h, b)| engine.encode(h, b))
+            .collect());
     }
     let tasks = blobs.into_iter().map(|(hash, raw)| {
         let engine = Arc::clone(engine);
@@ -337,30 +391,45 @@ async fn encode_all(engine: &Arc<Engine>, blobs: Vec<(Hash, Bytes)>) -> Result<V
 }
 
 /// Puts one encoded blob where it belongs and describes it for the registry.
-async fn store_blob(engine: &Engine, kind: BlobKind, encoded: Encoded) -> Result<NewBlob, EngineError> {
+async fn store_blob(
+    engine: &Engine,
+    kind: BlobKind,
+    encoded: Encoded,
+) -> Result<NewBlob, EngineError> {
     let stored_len = encoded.stored.len() as u64;
-    let location = if encoded.stored.len() <= engine.config.inline_max_bytes {
-        Location::Inline(encoded.stored)
-    } else {
-        let key = object_key(&encoded.hash, Uuid::now_v7());
-        engine
-            .blobs
-            .put(&key, encoded.stored)
-            .await
-            .map_err(|e| EngineError::Unavailable(format!("storing blob {}: {e}", encoded.hash)))?;
-        Location::Object(key)
-    };
-    Ok(NewBlob { hash: encoded.hash, kind, codec: encoded.codec, raw_len: encoded.raw_len, stored_len, location })
+    let location =
+        if encoded.stored.len() <= engine.config.inline_max_bytes {
+            Location::Inline(encoded.stored)
+        } else {
+            let key = object_key(&encoded.hash, Uuid::now_v7());
+            engine.blobs.put(&key, encoded.stored).await.map_err(|e| {
+                EngineError::Unavailable(format!("storing blob {}: {e}", encoded.hash))
+            })?;
+            Location::Object(key)
+        };
+    Ok(NewBlob {
+        hash: encoded.hash,
+        kind,
+        codec: encoded.codec,
+        raw_len: encoded.raw_len,
+        stored_len,
+        location,
+    })
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> EngineError {
-    EngineError::InvalidArgument { field: field.to_owned(), reason: reason.into() }
+    EngineError::InvalidArgument {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 /// Names the checkpoint whose data was lost.
 fn in_checkpoint(id: Uuid, err: EngineError) -> EngineError {
     match err {
-        EngineError::DataLoss(why) => EngineError::DataLoss(format!("parent checkpoint {id}: {why}")),
+        EngineError::DataLoss(why) => {
+            EngineError::DataLoss(format!("parent checkpoint {id}: {why}"))
+        }
         other => other,
     }
 }

@@ -6,7 +6,10 @@ use prost_types::Timestamp;
 use crate::catalog::{CheckpointRecord, SessionRecord};
 
 pub(crate) fn timestamp(t: chrono::DateTime<chrono::Utc>) -> Timestamp {
-    Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+    Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
 }
 
 pub(crate) fn checkpoint(cp: CheckpointRecord) -> v1::Checkpoint {

@@ -8,15 +8,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use ckpt_proto::v1::checkpoint_service_server::CheckpointService;
-use ckpt_proto::v1::{self, change, read_state_request, read_state_response, upload_checkpoint_request};
+use ckpt_proto::v1::{
+    self, change, read_state_request, read_state_response, upload_checkpoint_request,
+};
 use futures::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, instrument};
 
 use self::status::too_large_is_exhausted;
-use crate::core::{validate, CheckpointWriter, CreateHeader, Engine, Mode, ReadEvent, ReadFilter, ReadTarget};
+use crate::core::{
+    CheckpointWriter, CreateHeader, Engine, Mode, ReadEvent, ReadFilter, ReadTarget, validate,
+};
 
 /// Page size when a list request names none.
 const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -46,22 +50,39 @@ impl CheckpointService for CheckpointApi {
     ) -> Result<Response<v1::CreateCheckpointResponse>, Status> {
         let req = request.into_inner();
         let mode = mode(req.mode)?;
-        let header = CreateHeader::new(&req.session_id, &req.branch, &req.parent_id, &req.metadata, &req.message, mode)?;
+        let header = CreateHeader::new(
+            &req.session_id,
+            &req.branch,
+            &req.parent_id,
+            &req.metadata,
+            &req.message,
+            mode,
+        )?;
 
         let mut writer = CheckpointWriter::begin(Arc::clone(&self.engine), header).await?;
         for (i, change) in req.changes.into_iter().enumerate() {
             match change.op {
                 Some(change::Op::Put(entry)) => {
-                    writer.put(&format!("changes[{i}].put.key"), entry.key, entry.value).await?;
+                    writer
+                        .put(&format!("changes[{i}].put.key"), entry.key, entry.value)
+                        .await?;
                 }
-                Some(change::Op::Delete(key)) => writer.delete(&format!("changes[{i}].delete"), key)?,
-                None => return Err(Status::invalid_argument(format!("changes[{i}]: names no operation"))),
+                Some(change::Op::Delete(key)) => {
+                    writer.delete(&format!("changes[{i}].delete"), key)?
+                }
+                None => {
+                    return Err(Status::invalid_argument(format!(
+                        "changes[{i}]: names no operation"
+                    )));
+                }
             }
         }
         let checkpoint = writer.commit(None).await?;
 
         debug!(checkpoint = %checkpoint.id, stored = checkpoint.stored_bytes, "checkpoint created");
-        Ok(Response::new(v1::CreateCheckpointResponse { checkpoint: Some(convert::checkpoint(checkpoint)) }))
+        Ok(Response::new(v1::CreateCheckpointResponse {
+            checkpoint: Some(convert::checkpoint(checkpoint)),
+        }))
     }
 
     #[instrument(name = "checkpoint.upload", skip_all)]
@@ -74,34 +95,58 @@ impl CheckpointService for CheckpointApi {
         // The header opens the upload.
         let first = next_part(&mut stream).await?;
         let Some(upload_checkpoint_request::Part::Header(h)) = first else {
-            return Err(Status::invalid_argument("header: the first message of an upload must be its header"));
+            return Err(Status::invalid_argument(
+                "header: the first message of an upload must be its header",
+            ));
         };
-        let header = CreateHeader::new(&h.session_id, &h.branch, &h.parent_id, &h.metadata, &h.message, mode(h.mode)?)?;
+        let header = CreateHeader::new(
+            &h.session_id,
+            &h.branch,
+            &h.parent_id,
+            &h.metadata,
+            &h.message,
+            mode(h.mode)?,
+        )?;
         tracing::Span::current().record("session", h.session_id.as_str());
         let mut writer = CheckpointWriter::begin(Arc::clone(&self.engine), header).await?;
 
         // Entries until the commit message; a stream that ends or fails first commits nothing.
         loop {
             match next_part(&mut stream).await? {
-                Some(upload_checkpoint_request::Part::Put(put)) => writer.start_value("put.key", put.key, put.size).await?,
-                Some(upload_checkpoint_request::Part::Data(data)) => writer.value_data("data", &data).await?,
-                Some(upload_checkpoint_request::Part::Delete(key)) => writer.delete("delete", key)?,
+                Some(upload_checkpoint_request::Part::Put(put)) => {
+                    writer.start_value("put.key", put.key, put.size).await?
+                }
+                Some(upload_checkpoint_request::Part::Data(data)) => {
+                    writer.value_data("data", &data).await?
+                }
+                Some(upload_checkpoint_request::Part::Delete(key)) => {
+                    writer.delete("delete", key)?
+                }
                 Some(upload_checkpoint_request::Part::Commit(commit)) => {
                     let checkpoint = writer.commit(Some(commit.change_count)).await?;
                     debug!(checkpoint = %checkpoint.id, stored = checkpoint.stored_bytes, "checkpoint uploaded");
-                    let response = v1::CreateCheckpointResponse { checkpoint: Some(convert::checkpoint(checkpoint)) };
+                    let response = v1::CreateCheckpointResponse {
+                        checkpoint: Some(convert::checkpoint(checkpoint)),
+                    };
                     return Ok(Response::new(response));
                 }
                 Some(upload_checkpoint_request::Part::Header(_)) => {
                     return Err(Status::invalid_argument("header: sent twice"));
                 }
-                None => return Err(Status::invalid_argument("commit: the upload ended without a commit message")),
+                None => {
+                    return Err(Status::invalid_argument(
+                        "commit: the upload ended without a commit message",
+                    ));
+                }
             }
         }
     }
 
     #[instrument(name = "checkpoint.get", skip_all, fields(checkpoint = %request.get_ref().checkpoint_id))]
-    async fn get_checkpoint(&self, request: Request<v1::GetCheckpointRequest>) -> Result<Response<v1::Checkpoint>, Status> {
+    async fn get_checkpoint(
+        &self,
+        request: Request<v1::GetCheckpointRequest>,
+    ) -> Result<Response<v1::Checkpoint>, Status> {
         let id = validate::checkpoint_id("checkpoint_id", &request.get_ref().checkpoint_id)?;
         let checkpoint = self.engine.checkpoint(id).await?;
         Ok(Response::new(convert::checkpoint(checkpoint)))
@@ -110,27 +155,42 @@ impl CheckpointService for CheckpointApi {
     type ReadStateStream = StateStream;
 
     #[instrument(name = "state.read", skip_all)]
-    async fn read_state(&self, request: Request<v1::ReadStateRequest>) -> Result<Response<StateStream>, Status> {
+    async fn read_state(
+        &self,
+        request: Request<v1::ReadStateRequest>,
+    ) -> Result<Response<StateStream>, Status> {
         let req = request.into_inner();
         let target = match req.target {
             Some(read_state_request::Target::CheckpointId(id)) => {
                 ReadTarget::Checkpoint(validate::checkpoint_id("checkpoint_id", &id)?)
             }
-            Some(read_state_request::Target::Head(head)) => {
-                ReadTarget::Head { session: head.session_id, branch: head.branch }
+            Some(read_state_request::Target::Head(head)) => ReadTarget::Head {
+                session: head.session_id,
+                branch: head.branch,
+            },
+            None => {
+                return Err(Status::invalid_argument(
+                    "target: name a checkpoint_id or a head",
+                ));
             }
-            None => return Err(Status::invalid_argument("target: name a checkpoint_id or a head")),
         };
         let checkpoint = self.engine.resolve(target).await?;
-        let filter = ReadFilter { prefix: req.prefix, keys: req.keys };
+        let filter = ReadFilter {
+            prefix: req.prefix,
+            keys: req.keys,
+        };
         let events = self.engine.read(checkpoint.clone(), filter)?;
 
         let first = v1::ReadStateResponse {
-            part: Some(read_state_response::Part::Checkpoint(convert::checkpoint(checkpoint))),
+            part: Some(read_state_response::Part::Checkpoint(convert::checkpoint(
+                checkpoint,
+            ))),
         };
         let rest = ReceiverStream::new(events).map(|event| {
             let part = match event.map_err(Status::from)? {
-                ReadEvent::Entry { key, size } => read_state_response::Part::Entry(v1::EntryHeader { key, size }),
+                ReadEvent::Entry { key, size } => {
+                    read_state_response::Part::Entry(v1::EntryHeader { key, size })
+                }
                 ReadEvent::Data(bytes) => read_state_response::Part::Data(bytes),
             };
             Ok(v1::ReadStateResponse { part: Some(part) })
@@ -149,20 +209,29 @@ impl CheckpointService for CheckpointApi {
         let before = decode_seq_token(&req.page_token)?;
         let branch = (!req.branch.is_empty()).then_some(req.branch.as_str());
 
-        let mut records = self.engine.list_checkpoints(&req.session_id, branch, before, limit + 1).await?;
+        let mut records = self
+            .engine
+            .list_checkpoints(&req.session_id, branch, before, limit + 1)
+            .await?;
         if records.is_empty() && before.is_none() {
             // An empty first page of an unknown session is NOT_FOUND, not silence.
             self.engine.session(&req.session_id).await?;
         }
         let next_page_token = if records.len() > limit as usize {
             records.truncate(limit as usize);
-            records.last().map(|r| encode_seq_token(r.seq)).unwrap_or_default()
+            records
+                .last()
+                .map(|r| encode_seq_token(r.seq))
+                .unwrap_or_default()
         } else {
             String::new()
         };
 
         let checkpoints = records.into_iter().map(convert::checkpoint).collect();
-        Ok(Response::new(v1::ListCheckpointsResponse { checkpoints, next_page_token }))
+        Ok(Response::new(v1::ListCheckpointsResponse {
+            checkpoints,
+            next_page_token,
+        }))
     }
 
     #[instrument(name = "session.list", skip_all)]
@@ -174,20 +243,32 @@ impl CheckpointService for CheckpointApi {
         let limit = page_size(req.page_size)?;
         let after = decode_name_token(&req.page_token)?;
 
-        let mut records = self.engine.list_sessions(after.as_deref(), limit + 1).await?;
+        let mut records = self
+            .engine
+            .list_sessions(after.as_deref(), limit + 1)
+            .await?;
         let next_page_token = if records.len() > limit as usize {
             records.truncate(limit as usize);
-            records.last().map(|r| encode_name_token(&r.name)).unwrap_or_default()
+            records
+                .last()
+                .map(|r| encode_name_token(&r.name))
+                .unwrap_or_default()
         } else {
             String::new()
         };
 
         let sessions = records.into_iter().map(convert::session).collect();
-        Ok(Response::new(v1::ListSessionsResponse { sessions, next_page_token }))
+        Ok(Response::new(v1::ListSessionsResponse {
+            sessions,
+            next_page_token,
+        }))
     }
 
     #[instrument(name = "session.get", skip_all, fields(session = %request.get_ref().session_id))]
-    async fn get_session(&self, request: Request<v1::GetSessionRequest>) -> Result<Response<v1::Session>, Status> {
+    async fn get_session(
+        &self,
+        request: Request<v1::GetSessionRequest>,
+    ) -> Result<Response<v1::Session>, Status> {
         let session = self.engine.session(&request.get_ref().session_id).await?;
         Ok(Response::new(convert::session(session)))
     }
@@ -208,9 +289,14 @@ impl CheckpointService for CheckpointApi {
         &self,
         request: Request<v1::DeleteSessionRequest>,
     ) -> Result<Response<v1::DeleteSessionResponse>, Status> {
-        let deleted = self.engine.delete_session(&request.get_ref().session_id).await?;
+        let deleted = self
+            .engine
+            .delete_session(&request.get_ref().session_id)
+            .await?;
         debug!(checkpoints = deleted, "session deleted");
-        Ok(Response::new(v1::DeleteSessionResponse { checkpoints_deleted: deleted }))
+        Ok(Response::new(v1::DeleteSessionResponse {
+            checkpoints_deleted: deleted,
+        }))
     }
 }
 
@@ -220,7 +306,10 @@ async fn next_part(
 ) -> Result<Option<upload_checkpoint_request::Part>, Status> {
     match stream.message().await.map_err(too_large_is_exhausted)? {
         None => Ok(None),
-        Some(msg) => msg.part.map(Some).ok_or_else(|| Status::invalid_argument("part: an upload message was empty")),
+        Some(msg) => msg
+            .part
+            .map(Some)
+            .ok_or_else(|| Status::invalid_argument("part: an upload message was empty")),
     }
 }
 
@@ -228,7 +317,9 @@ fn mode(value: i32) -> Result<Mode, Status> {
     match v1::CreateMode::try_from(value) {
         Ok(v1::CreateMode::Unspecified | v1::CreateMode::Full) => Ok(Mode::Full),
         Ok(v1::CreateMode::Incremental) => Ok(Mode::Incremental),
-        Err(_) => Err(Status::invalid_argument(format!("mode: {value} is not a CreateMode"))),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "mode: {value} is not a CreateMode"
+        ))),
     }
 }
 
@@ -236,7 +327,9 @@ fn page_size(requested: u32) -> Result<u32, Status> {
     match requested {
         0 => Ok(DEFAULT_PAGE_SIZE),
         n if n <= MAX_PAGE_SIZE => Ok(n),
-        n => Err(Status::invalid_argument(format!("page_size: {n} is over the limit of {MAX_PAGE_SIZE}"))),
+        n => Err(Status::invalid_argument(format!(
+            "page_size: {n} is over the limit of {MAX_PAGE_SIZE}"
+        ))),
     }
 }
 
@@ -279,12 +372,26 @@ mod tests {
 
     #[test]
     fn page_tokens_round_trip_and_reject_garbage() {
-        assert_eq!(decode_seq_token(&encode_seq_token(12345)).unwrap(), Some(12345));
-        assert_eq!(decode_name_token(&encode_name_token("a/b:c")).unwrap().as_deref(), Some("a/b:c"));
+        assert_eq!(
+            decode_seq_token(&encode_seq_token(12345)).unwrap(),
+            Some(12345)
+        );
+        assert_eq!(
+            decode_name_token(&encode_name_token("a/b:c"))
+                .unwrap()
+                .as_deref(),
+            Some("a/b:c")
+        );
         assert_eq!(decode_seq_token("").unwrap(), None);
         for bad in ["x", "c1.zz", "s1.00"] {
-            assert_eq!(decode_seq_token(bad).unwrap_err().code(), tonic::Code::InvalidArgument);
+            assert_eq!(
+                decode_seq_token(bad).unwrap_err().code(),
+                tonic::Code::InvalidArgument
+            );
         }
-        assert_eq!(decode_name_token("s1.zz").unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            decode_name_token("s1.zz").unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
     }
 }

@@ -10,7 +10,9 @@ use crate::core::EngineError;
 impl From<EngineError> for Status {
     fn from(err: EngineError) -> Self {
         match err {
-            EngineError::InvalidArgument { field, reason } => Status::invalid_argument(format!("{field}: {reason}")),
+            EngineError::InvalidArgument { field, reason } => {
+                Status::invalid_argument(format!("{field}: {reason}"))
+            }
             EngineError::NotFound(what) => Status::not_found(format!("{what} not found")),
             EngineError::HeadMoved { branch, current } => {
                 let head = current.map(|c| c.to_string());
@@ -21,7 +23,9 @@ impl From<EngineError> for Status {
                 if let Some(head) = head
                     && let Ok(value) = MetadataValue::try_from(head.as_str())
                 {
-                    status.metadata_mut().insert(ckpt_proto::CURRENT_HEAD_METADATA, value);
+                    status
+                        .metadata_mut()
+                        .insert(ckpt_proto::CURRENT_HEAD_METADATA, value);
                 }
                 status
             }
@@ -46,7 +50,9 @@ impl From<EngineError> for Status {
 /// tonic reports a message over the decoding limit as OUT_OF_RANGE; gRPC's convention, and
 /// our contract, is RESOURCE_EXHAUSTED.
 pub(crate) fn too_large_is_exhausted(status: Status) -> Status {
-    if status.code() == tonic::Code::OutOfRange && status.message().contains("message length too large") {
+    if status.code() == tonic::Code::OutOfRange
+        && status.message().contains("message length too large")
+    {
         return Status::resource_exhausted(status.message().to_owned());
     }
     status
@@ -61,15 +67,23 @@ mod tests {
     #[test]
     fn head_moved_carries_the_current_head() {
         let head = Uuid::now_v7();
-        let status = Status::from(EngineError::HeadMoved { branch: "main".into(), current: Some(head) });
+        let status = Status::from(EngineError::HeadMoved {
+            branch: "main".into(),
+            current: Some(head),
+        });
         assert_eq!(status.code(), tonic::Code::Aborted);
-        let sent = status.metadata().get(ckpt_proto::CURRENT_HEAD_METADATA).unwrap();
+        let sent = status
+            .metadata()
+            .get(ckpt_proto::CURRENT_HEAD_METADATA)
+            .unwrap();
         assert_eq!(sent.to_str().unwrap(), head.to_string());
     }
 
     #[test]
     fn internal_detail_is_not_leaked() {
-        let status = Status::from(EngineError::Internal("duplicate key violates \"chunks_pkey\"".into()));
+        let status = Status::from(EngineError::Internal(
+            "duplicate key violates \"chunks_pkey\"".into(),
+        ));
         assert_eq!(status.code(), tonic::Code::Internal);
         assert!(!status.message().contains("chunks_pkey"));
     }

@@ -1,0 +1,172 @@
+//! `ckpt sessions`, `list`, `show`, `delete` and `delete-session`: looking around and cleaning
+//! up.
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+
+use ckpt_client::{Checkpoint, Client};
+
+use super::output::{self, OutputFormat};
+use super::{Failure, explain_not_found};
+
+/// Largest page requested while listing; the server's maximum.
+const MAX_PAGE_SIZE: usize = 1000;
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// The session whose checkpoints to list.
+    session: String,
+    /// Only checkpoints written on this branch.
+    #[arg(long)]
+    branch: Option<String>,
+    /// Show at most this many checkpoints (the newest); all by default.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// The checkpoint id.
+    id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeleteArgs {
+    /// The checkpoint id.
+    id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeleteSessionArgs {
+    /// The session to delete.
+    session: String,
+    /// Confirm the deletion of every checkpoint of the session.
+    #[arg(long)]
+    yes: bool,
+}
+
+pub(crate) async fn sessions(client: &Client, format: OutputFormat) -> anyhow::Result<()> {
+    let sessions = client
+        .list_all_sessions()
+        .await
+        .context("cannot list sessions")?;
+    match format {
+        OutputFormat::Table => output::print(&output::sessions_table(&sessions))?,
+        OutputFormat::Json => {
+            output::print_json(&sessions.iter().map(output::session_json).collect())?
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn list(
+    client: &Client,
+    args: ListArgs,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let checkpoints = list_newest(client, &args)
+        .await
+        .map_err(|err| explain_not_found(err, || format!("session {}", args.session)))?;
+    match format {
+        OutputFormat::Table => output::print(&output::checkpoints_table(&checkpoints))?,
+        OutputFormat::Json => {
+            output::print_json(&checkpoints.iter().map(output::checkpoint_json).collect())?
+        }
+    }
+    Ok(())
+}
+
+/// Follows pages until `--limit` checkpoints (or all of them) are in hand.
+async fn list_newest(
+    client: &Client,
+    args: &ListArgs,
+) -> Result<Vec<Checkpoint>, ckpt_client::Error> {
+    let branch = args.branch.as_deref();
+    let Some(limit) = args.limit else {
+        return client.list_all_checkpoints(&args.session, branch).await;
+    };
+
+    let mut checkpoints = Vec::new();
+    let mut token = String::new();
+    while checkpoints.len() < limit {
+        let wanted = (limit - checkpoints.len()).min(MAX_PAGE_SIZE) as u32;
+        let page = client
+            .list_checkpoints(&args.session, branch, wanted, &token)
+            .await?;
+        checkpoints.extend(page.items);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    checkpoints.truncate(limit);
+    Ok(checkpoints)
+}
+
+pub(crate) async fn show(
+    client: &Client,
+    args: ShowArgs,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let checkpoint = client
+        .get(&args.id)
+        .await
+        .map_err(|err| explain_not_found(err, || format!("checkpoint {}", args.id)))?;
+    match format {
+        OutputFormat::Table => output::print(&output::checkpoint_details(&checkpoint))?,
+        OutputFormat::Json => output::print_json(&output::checkpoint_json(&checkpoint))?,
+    }
+    Ok(())
+}
+
+pub(crate) async fn delete(
+    client: &Client,
+    args: DeleteArgs,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    client
+        .delete_checkpoint(&args.id)
+        .await
+        .map_err(|err| explain_not_found(err, || format!("checkpoint {}", args.id)))
+        .with_context(|| format!("cannot delete checkpoint {}", args.id))?;
+    match format {
+        OutputFormat::Table => output::print(&format!("deleted checkpoint {}\n", args.id))?,
+        OutputFormat::Json => output::print_json(&json!({ "deleted": args.id }))?,
+    }
+    Ok(())
+}
+
+/// Deleting a session cannot be undone, so it needs `--yes`.
+pub(crate) fn confirm_delete_session(args: &DeleteSessionArgs) -> Result<(), Failure> {
+    if args.yes {
+        return Ok(());
+    }
+    Err(Failure::usage(format!(
+        "deleting session {} removes all its checkpoints; pass --yes to confirm",
+        args.session
+    )))
+}
+
+pub(crate) async fn delete_session(
+    client: &Client,
+    args: DeleteSessionArgs,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    confirm_delete_session(&args)?;
+    let deleted = client
+        .delete_session(&args.session)
+        .await
+        .map_err(|err| explain_not_found(err, || format!("session {}", args.session)))?;
+    match format {
+        OutputFormat::Table => output::print(&format!(
+            "deleted session {} ({deleted} checkpoints)\n",
+            args.session
+        ))?,
+        OutputFormat::Json => output::print_json(&json!({
+            "session_id": args.session,
+            "checkpoints_deleted": deleted,
+        }))?,
+    }
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! The `ckpt` command line: argument definitions, dispatch to one module per group of
+//! commands, and the mapping from errors to messages and exit codes.
+
+mod browse;
+mod output;
+mod progress;
+mod restore;
+mod save;
+
+use std::io::{self, IsTerminal};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tonic::Code;
+
+use ckpt_client::Client;
+
+use self::output::OutputFormat;
+
+/// Exit codes, listed for users in `ckpt --help`.
+pub(crate) mod exit {
+    /// Any error without a more specific code.
+    pub(crate) const GENERIC: u8 = 1;
+    /// The command line was wrong (clap uses the same code).
+    pub(crate) const USAGE: u8 = 2;
+    /// The checkpoint, session, branch or key does not exist.
+    pub(crate) const NOT_FOUND: u8 = 3;
+    /// The branch moved, the object exists, or a precondition failed.
+    pub(crate) const CONFLICT: u8 = 4;
+    /// The server rejected an argument.
+    pub(crate) const INVALID_ARGUMENT: u8 = 5;
+    /// The server lost or found corrupt data.
+    pub(crate) const DATA_LOSS: u8 = 6;
+    /// The server could not be reached or is unavailable.
+    pub(crate) const UNAVAILABLE: u8 = 7;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  any other error
+  2  usage error
+  3  not found: no such checkpoint, session, branch or key
+  4  conflict: the branch moved (pass --parent or --on-head), the object already exists, or a
+     precondition failed (e.g. deleting a branch head)
+  5  invalid argument rejected by the server
+  6  data loss on the server
+  7  server unavailable or unreachable";
+
+/// Save, restore and browse checkpoints of agent sessions on a checkpointd server.
+#[derive(Debug, Parser)]
+#[command(name = "ckpt", version, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    /// Address of the checkpointd server.
+    #[arg(
+        long,
+        global = true,
+        env = "CKPT_SERVER",
+        default_value = "http://127.0.0.1:7777"
+    )]
+    server: String,
+
+    /// Format of the results printed on standard output.
+    #[arg(
+        long,
+        global = true,
+        env = "CKPT_OUTPUT",
+        value_enum,
+        default_value_t = OutputFormat::Table
+    )]
+    output: OutputFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Save a file, a directory tree or standard input as a new checkpoint.
+    Save(save::SaveArgs),
+    /// Restore a checkpoint into a directory, a file (--json) or standard output.
+    Restore(restore::RestoreArgs),
+    /// List sessions.
+    Sessions,
+    /// List a session's checkpoints, newest first.
+    List(browse::ListArgs),
+    /// Show every field of one checkpoint.
+    Show(browse::ShowArgs),
+    /// Delete one checkpoint (not the head of a branch).
+    Delete(browse::DeleteArgs),
+    /// Delete a session with all its branches and checkpoints.
+    DeleteSession(browse::DeleteSessionArgs),
+}
+
+/// Runs one command.
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    let output = cli.output;
+    if let Command::DeleteSession(args) = &cli.command {
+        // Refuse before connecting, so a missing --yes is reported even with no server.
+        browse::confirm_delete_session(args)?;
+    }
+    let client = Client::connect(cli.server.as_str())
+        .await
+        .with_context(|| format!("cannot reach checkpointd at {}", cli.server))?;
+
+    match cli.command {
+        Command::Save(args) => save::run(&client, args, output).await,
+        Command::Restore(args) => restore::run(&client, args, output).await,
+        Command::Sessions => browse::sessions(&client, output).await,
+        Command::List(args) => browse::list(&client, args, output).await,
+        Command::Show(args) => browse::show(&client, args, output).await,
+        Command::Delete(args) => browse::delete(&client, args, output).await,
+        Command::DeleteSession(args) => browse::delete_session(&client, args, output).await,
+    }
+}
+
+/// Prints `err` for a person and returns the exit code it maps to.
+pub(crate) fn report(err: &anyhow::Error) -> ExitCode {
+    // `ckpt list | head` closes the pipe early; that is not worth a message.
+    let broken_pipe = err
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<io::Error>())
+        .any(|io_err| io_err.kind() == io::ErrorKind::BrokenPipe);
+    if broken_pipe {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("error: {err:#}");
+    ExitCode::from(exit_code(err))
+}
+
+/// An error whose message is written for the person at the terminal, with its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct Failure {
+    message: String,
+    exit: u8,
+}
+
+impl Failure {
+    pub(crate) fn new(exit: u8, message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            exit,
+        }
+    }
+
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self::new(exit::USAGE, message)
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(exit::NOT_FOUND, message)
+    }
+}
+
+/// The exit code of the first error in the chain that carries one.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(failure) = cause.downcast_ref::<Failure>() {
+            return failure.exit;
+        }
+        if let Some(client_err) = cause.downcast_ref::<ckpt_client::Error>() {
+            return code_exit(client_err.code());
+        }
+    }
+    exit::GENERIC
+}
+
+fn code_exit(code: Code) -> u8 {
+    match code {
+        Code::NotFound => exit::NOT_FOUND,
+        Code::Aborted | Code::AlreadyExists | Code::FailedPrecondition => exit::CONFLICT,
+        Code::InvalidArgument => exit::INVALID_ARGUMENT,
+        Code::DataLoss => exit::DATA_LOSS,
+        Code::Unavailable => exit::UNAVAILABLE,
+        _ => exit::GENERIC,
+    }
+}
+
+/// Replaces a NOT_FOUND from the server with a message naming what was looked for.
+pub(crate) fn explain_not_found(
+    err: ckpt_client::Error,
+    what: impl FnOnce() -> String,
+) -> anyhow::Error {
+    match err {
+        ckpt_client::Error::NotFound(_) => {
+            Failure::not_found(format!("{} not found", what())).into()
+        }
+        other => other.into(),
+    }
+}
+
+/// Whether progress bars can be drawn.
+pub(crate) fn stderr_is_terminal() -> bool {
+    io::stderr().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exit_code_follows_client_error_through_context() {
+        let err = anyhow::Error::from(ckpt_client::Error::Aborted {
+            message: "moved".into(),
+            current_head: None,
+        })
+        .context("cannot save");
+        assert_eq!(exit_code(&err), exit::CONFLICT);
+
+        let err = anyhow::Error::from(ckpt_client::Error::DataLoss("x".into()));
+        assert_eq!(exit_code(&err), exit::DATA_LOSS);
+
+        let err = anyhow::anyhow!("plain");
+        assert_eq!(exit_code(&err), exit::GENERIC);
+    }
+
+    #[test]
+    fn failure_sets_its_own_exit_code() {
+        let err = anyhow::Error::from(Failure::not_found("checkpoint x not found"));
+        assert_eq!(exit_code(&err), exit::NOT_FOUND);
+        assert_eq!(err.to_string(), "checkpoint x not found");
+    }
+
+    #[test]
+    fn codes_map_to_documented_exit_codes() {
+        assert_eq!(code_exit(Code::NotFound), 3);
+        assert_eq!(code_exit(Code::AlreadyExists), 4);
+        assert_eq!(code_exit(Code::FailedPrecondition), 4);
+        assert_eq!(code_exit(Code::InvalidArgument), 5);
+        assert_eq!(code_exit(Code::DataLoss), 6);
+        assert_eq!(code_exit(Code::Unavailable), 7);
+        assert_eq!(code_exit(Code::Internal), 1);
+    }
+}

@@ -1,0 +1,272 @@
+//! [`Client`]: the async handle on a checkpointd server, one method per RPC plus conveniences
+//! (size-based choice between unary and streamed writes, collecting reads, following pages).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use prost::Message;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Channel, Endpoint};
+
+use ckpt_proto::v1 as pb;
+use pb::checkpoint_service_client::CheckpointServiceClient;
+
+use crate::model::{convert_all, missing};
+use crate::read::StateReader;
+use crate::write::{create_request, upload_parts};
+use crate::{Checkpoint, Error, NewCheckpoint, Page, ReadFilter, Session, State, Target};
+
+/// Largest gRPC message the client sends or accepts. Values travel in pieces far smaller than
+/// this; the limit only bounds unary requests and listings, and matches the server's.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Encoded size under which [`Client::create`] sends one unary request. Above it the state is
+/// streamed: a single huge message would have to be built, buffered and decoded whole on both
+/// sides, while a stream keeps memory flat.
+pub const UNARY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// How long [`Client::connect`] waits for the TCP and HTTP/2 handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Page size used when following every page of a listing: the server's maximum, to keep the
+/// number of round trips down.
+const FOLLOW_PAGE_SIZE: u32 = 1000;
+
+/// An async handle on a checkpointd server. Cheap to clone; clones share one connection.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: CheckpointServiceClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `addr`, e.g. `http://127.0.0.1:7777`; `127.0.0.1:7777` means the same.
+    pub async fn connect(addr: impl Into<String>) -> Result<Client, Error> {
+        let mut addr = addr.into();
+        if !addr.contains("://") {
+            addr.insert_str(0, "http://");
+        }
+        let channel = Endpoint::from_shared(addr)
+            .map_err(Error::Connect)?
+            .tcp_nodelay(true)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connect()
+            .await
+            .map_err(Error::Connect)?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// Wraps an existing channel (e.g. one built with custom TLS or timeouts).
+    pub fn from_channel(channel: Channel) -> Client {
+        let inner = CheckpointServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Gzip);
+        Client { inner }
+    }
+
+    /// Creates a checkpoint: in one unary call when the encoded request is under
+    /// [`UNARY_LIMIT`], otherwise streamed as by [`upload`](Self::upload).
+    pub async fn create(&self, new: NewCheckpoint) -> Result<Checkpoint, Error> {
+        let request = create_request(new)?;
+        if request.encoded_len() >= UNARY_LIMIT {
+            return self.stream_upload(request, |_| {}).await;
+        }
+        let response = self.inner.clone().create_checkpoint(request).await?;
+        created(response.into_inner())
+    }
+
+    /// Creates a checkpoint through the streamed `UploadCheckpoint`, whatever its size.
+    pub async fn upload(&self, new: NewCheckpoint) -> Result<Checkpoint, Error> {
+        self.upload_with_progress(new, |_| {}).await
+    }
+
+    /// Like [`upload`](Self::upload), calling `progress` with the size of each piece of value
+    /// bytes as it is handed to the connection.
+    pub async fn upload_with_progress<P>(
+        &self,
+        new: NewCheckpoint,
+        progress: P,
+    ) -> Result<Checkpoint, Error>
+    where
+        P: FnMut(u64) + Send + 'static,
+    {
+        let request = create_request(new)?;
+        self.stream_upload(request, progress).await
+    }
+
+    async fn stream_upload<P>(
+        &self,
+        request: pb::CreateCheckpointRequest,
+        mut progress: P,
+    ) -> Result<Checkpoint, Error>
+    where
+        P: FnMut(u64) + Send + 'static,
+    {
+        let parts = futures::stream::iter(upload_parts(request)).inspect(move |message| {
+            if let Some(pb::upload_checkpoint_request::Part::Data(piece)) = &message.part {
+                progress(piece.len() as u64);
+            }
+        });
+        let response = self.inner.clone().upload_checkpoint(parts).await?;
+        created(response.into_inner())
+    }
+
+    /// Returns a checkpoint's metadata and summary.
+    pub async fn get(&self, checkpoint_id: &str) -> Result<Checkpoint, Error> {
+        let request = pb::GetCheckpointRequest {
+            checkpoint_id: checkpoint_id.to_owned(),
+        };
+        let response = self.inner.clone().get_checkpoint(request).await?;
+        Checkpoint::try_from(response.into_inner())
+    }
+
+    /// Reads a checkpoint's state (or the part `filter` selects) into memory, with the
+    /// checkpoint it resolved to. Any error in the stream fails the whole call.
+    pub async fn read_state(
+        &self,
+        target: Target,
+        filter: ReadFilter,
+    ) -> Result<(Checkpoint, State), Error> {
+        self.read_state_stream(target, filter)
+            .await?
+            .collect()
+            .await
+    }
+
+    /// Starts reading a checkpoint's state entry by entry, for states too large to hold in
+    /// memory. See [`StateReader`].
+    pub async fn read_state_stream(
+        &self,
+        target: Target,
+        filter: ReadFilter,
+    ) -> Result<StateReader, Error> {
+        let request = filter.into_request(target)?;
+        let response = self.inner.clone().read_state(request).await?;
+        StateReader::open(response.into_inner().boxed()).await
+    }
+
+    /// Lists one page of a session's checkpoints, newest first, optionally only those written
+    /// on `branch`. A `page_size` of 0 lets the server choose (100).
+    pub async fn list_checkpoints(
+        &self,
+        session_id: &str,
+        branch: Option<&str>,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<Page<Checkpoint>, Error> {
+        let request = pb::ListCheckpointsRequest {
+            session_id: session_id.to_owned(),
+            branch: branch.unwrap_or_default().to_owned(),
+            page_size,
+            page_token: page_token.to_owned(),
+        };
+        let response = self.inner.clone().list_checkpoints(request).await?;
+        let response = response.into_inner();
+        Ok(Page {
+            items: convert_all(response.checkpoints)?,
+            next_page_token: response.next_page_token,
+        })
+    }
+
+    /// Lists all of a session's checkpoints, newest first, following the pages.
+    pub async fn list_all_checkpoints(
+        &self,
+        session_id: &str,
+        branch: Option<&str>,
+    ) -> Result<Vec<Checkpoint>, Error> {
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .list_checkpoints(session_id, branch, FOLLOW_PAGE_SIZE, &token)
+                .await?;
+            all.extend(page.items);
+            if !advance(&mut token, page.next_page_token)? {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Lists one page of sessions in id order. A `page_size` of 0 lets the server choose.
+    pub async fn list_sessions(
+        &self,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<Page<Session>, Error> {
+        let request = pb::ListSessionsRequest {
+            page_size,
+            page_token: page_token.to_owned(),
+        };
+        let response = self.inner.clone().list_sessions(request).await?;
+        let response = response.into_inner();
+        Ok(Page {
+            items: convert_all(response.sessions)?,
+            next_page_token: response.next_page_token,
+        })
+    }
+
+    /// Lists all sessions in id order, following the pages.
+    pub async fn list_all_sessions(&self) -> Result<Vec<Session>, Error> {
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self.list_sessions(FOLLOW_PAGE_SIZE, &token).await?;
+            all.extend(page.items);
+            if !advance(&mut token, page.next_page_token)? {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Returns one session.
+    pub async fn get_session(&self, session_id: &str) -> Result<Session, Error> {
+        let request = pb::GetSessionRequest {
+            session_id: session_id.to_owned(),
+        };
+        let response = self.inner.clone().get_session(request).await?;
+        Session::try_from(response.into_inner())
+    }
+
+    /// Deletes one checkpoint. A branch head cannot be deleted
+    /// ([`Error::FailedPrecondition`]).
+    pub async fn delete_checkpoint(&self, checkpoint_id: &str) -> Result<(), Error> {
+        let request = pb::DeleteCheckpointRequest {
+            checkpoint_id: checkpoint_id.to_owned(),
+        };
+        self.inner.clone().delete_checkpoint(request).await?;
+        Ok(())
+    }
+
+    /// Deletes a session with all its branches and checkpoints; returns how many checkpoints
+    /// were deleted.
+    pub async fn delete_session(&self, session_id: &str) -> Result<u64, Error> {
+        let request = pb::DeleteSessionRequest {
+            session_id: session_id.to_owned(),
+        };
+        let response = self.inner.clone().delete_session(request).await?;
+        Ok(response.into_inner().checkpoints_deleted)
+    }
+}
+
+fn created(response: pb::CreateCheckpointResponse) -> Result<Checkpoint, Error> {
+    let checkpoint = response
+        .checkpoint
+        .ok_or_else(|| missing("CreateCheckpointResponse.checkpoint"))?;
+    Checkpoint::try_from(checkpoint)
+}
+
+/// Moves `token` to `next`; false on the last page. A server that hands back the token it was
+/// given would make the caller loop forever, so that is a protocol error.
+fn advance(token: &mut String, next: String) -> Result<bool, Error> {
+    if next.is_empty() {
+        return Ok(false);
+    }
+    if next == *token {
+        return Err(Error::Protocol(
+            "listing returned the same page token twice".into(),
+        ));
+    }
+    *token = next;
+    Ok(true)
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The one test command: lints, the migration check, every test against a real PostgreSQL and a
+# real S3-compatible server (moto), and the doc build.
+#
+#   ./scripts/test.sh                      # everything, as CI runs it
+#   SKIP_LINT=1 ./scripts/test.sh          # skip fmt, clippy and doc
+#   ./scripts/test.sh -p ckpt-server       # extra arguments go to `cargo test`
+#
+# PostgreSQL and moto are started privately and torn down on exit (see scripts/lib/services.sh);
+# set DATABASE_URL and/or AWS_ENDPOINT to use servers of your own instead. Missing tools
+# (postgresql, python3-venv, curl) are installed with apt-get when running as root.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/services.sh
+source scripts/lib/services.sh
+
+lint=1
+[[ ${SKIP_LINT:-0} == 1 ]] && lint=0
+
+ckpt_banner "toolchain"
+cargo --version >&2
+if [[ $lint == 1 ]] && command -v rustup >/dev/null; then
+    # rust-toolchain.toml lists them too, but older rustup or offline machines may not have
+    # fetched them yet; if this fails the fmt or clippy step below fails loudly.
+    rustup component add rustfmt clippy >&2 || ckpt_note "rustup component add failed; continuing"
+fi
+
+ckpt_banner "test services"
+ckpt_services_up
+# The replay tests read recorded sessions kept outside the repository.
+if [[ -z ${CKPT_SESSION_DATA:-} && ! -d ../shared/data/agent-sessions ]]; then
+    ckpt_note "warning: ../shared/data/agent-sessions not found and CKPT_SESSION_DATA unset;"
+    ckpt_note "the replay tests will fail"
+fi
+
+if [[ $lint == 1 ]]; then
+    ckpt_banner "cargo fmt --check"
+    ckpt_run cargo fmt --all -- --check
+
+    ckpt_banner "cargo clippy"
+    ckpt_run cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+
+ckpt_banner "migrations are append-only"
+ckpt_run scripts/check-migrations.sh
+
+ckpt_banner "cargo test"
+ckpt_run cargo test --workspace --locked "$@"
+
+if [[ $lint == 1 ]]; then
+    ckpt_banner "cargo doc"
+    RUSTDOCFLAGS="${RUSTDOCFLAGS:+$RUSTDOCFLAGS }-Dwarnings" ckpt_run cargo doc --workspace --no-deps --locked
+fi
+
+ckpt_banner "all checks passed"

@@ -1,0 +1,169 @@
+//! Test harness: a fresh Postgres database and object-store prefix per test, a real server on
+//! `127.0.0.1:0`, and the real client.
+//!
+//! Needs `DATABASE_URL` (a role that may create databases); the S3 variants also need
+//! `CKPT_TEST_S3_BUCKET` and the usual `AWS_*` variables pointing at an S3-compatible server.
+//! `scripts/test.sh` provides all of them. A missing variable fails the test: never a skip.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+
+use ckpt_client::Client;
+use ckpt_server::blobs::BlobStore;
+use ckpt_server::{Config, RunningServer};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Which object store a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    Local,
+    S3,
+}
+
+pub struct TestEnv {
+    pub server: Option<RunningServer>,
+    pub client: Client,
+    pub config: Config,
+    pub db_url: String,
+    pub blobs: BlobStore,
+    _dir: tempfile::TempDir,
+}
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run the suite through scripts/test.sh, which starts what it needs"
+        )
+    })
+}
+
+/// Creates an empty database for one test and returns its URL.
+pub async fn fresh_database() -> String {
+    let admin_url = required_env("DATABASE_URL");
+    let name = format!("ckpt_t_{}", Uuid::now_v7().simple());
+    let mut admin = PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test database at DATABASE_URL: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("creating a test database");
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("DATABASE_URL has a database name");
+    format!("{base}/{name}")
+}
+
+/// An object-store spec with a prefix of its own.
+pub fn fresh_store(store: Store, dir: &std::path::Path) -> String {
+    match store {
+        Store::Local => dir.join("chunks").to_string_lossy().into_owned(),
+        Store::S3 => {
+            let bucket = required_env("CKPT_TEST_S3_BUCKET");
+            required_env("AWS_ENDPOINT");
+            format!("s3://{bucket}/t-{}", Uuid::now_v7().simple())
+        }
+    }
+}
+
+impl TestEnv {
+    pub async fn start(store: Store) -> Self {
+        Self::start_with(store, |_| {}).await
+    }
+
+    /// Starts with a configuration changed by `tweak`.
+    pub async fn start_with(store: Store, tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db_url = fresh_database().await;
+        let spec = fresh_store(store, dir.path());
+        let mut config = Config::for_test(SocketAddr::from(([127, 0, 0, 1], 0)), &db_url, &spec);
+        tweak(&mut config);
+        let server = ckpt_server::start(config.clone())
+            .await
+            .expect("server starts");
+        let client = Client::connect(server.url())
+            .await
+            .expect("client connects");
+        let blobs = BlobStore::open(&spec).expect("object store opens");
+        Self {
+            server: Some(server),
+            client,
+            config,
+            db_url,
+            blobs,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.as_ref().expect("server running").url()
+    }
+
+    /// A pool on the test's database, for looking behind the server's back.
+    pub async fn pg(&self) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.db_url)
+            .await
+            .expect("test pool")
+    }
+
+    /// Object keys of every blob stored outside the catalog.
+    pub async fn object_keys(&self) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT object_key FROM chunks WHERE object_key IS NOT NULL ORDER BY object_key",
+        )
+        .fetch_all(&self.pg().await)
+        .await
+        .expect("listing object keys")
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// A deterministic pseudo-random byte string (incompressible, so it exercises the object store).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Text that compresses like an agent transcript.
+pub fn transcript(len: usize, seed: u64) -> Vec<u8> {
+    let words = [
+        "the",
+        "agent",
+        "ran",
+        "cargo",
+        "test",
+        "and",
+        "read",
+        "src/lib.rs",
+        "{\"role\":",
+        "\"tool\"}",
+    ];
+    let mut out = Vec::with_capacity(len + 16);
+    let mut x = seed | 1;
+    while out.len() < len {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        out.extend_from_slice(words[(x >> 33) as usize % words.len()].as_bytes());
+        out.push(b' ');
+    }
+    out.truncate(len);
+    out
+}
