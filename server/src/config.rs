@@ -1,6 +1,7 @@
 //! checkpointd's configuration: flags, each with a `CKPT_` environment twin.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -16,18 +17,20 @@ pub struct Config {
     #[arg(long, env = "CKPT_LISTEN", default_value = "127.0.0.1:7777")]
     pub listen: SocketAddr,
 
-    /// Catalog database: a `postgres://` URL.
-    #[arg(
-        long,
-        env = "CKPT_DATABASE",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    pub database: String,
+    /// Where the embedded default keeps its data: the SQLite catalog `catalog.db` and the
+    /// chunk directory `chunks/`, unless --database and --store say otherwise.
+    #[arg(long, env = "CKPT_DATA_DIR", default_value = "./checkpointd-data")]
+    pub data_dir: PathBuf,
+
+    /// Catalog database: a `postgres://` URL, or a SQLite file (`sqlite://PATH` or a plain
+    /// path). Default: DATA_DIR/catalog.db.
+    #[arg(long, env = "CKPT_DATABASE")]
+    pub database: Option<String>,
 
     /// Object store for chunks: a directory, or `s3://bucket/prefix` (endpoint, region and
-    /// credentials from the usual AWS_* variables).
-    #[arg(long, env = "CKPT_STORE", default_value = "./checkpointd-data/chunks")]
-    pub store: String,
+    /// credentials from the usual AWS_* variables). Default: DATA_DIR/chunks.
+    #[arg(long, env = "CKPT_STORE")]
+    pub store: Option<String>,
 
     /// Database connections in the pool.
     #[arg(long, env = "CKPT_DB_MAX_CONNECTIONS", default_value_t = 16)]
@@ -78,8 +81,8 @@ impl Config {
     pub fn for_test(listen: SocketAddr, database: &str, store: &str) -> Self {
         let mut config = Config::parse_from(["checkpointd"]);
         config.listen = listen;
-        config.database = database.to_owned();
-        config.store = store.to_owned();
+        config.database = Some(database.to_owned());
+        config.store = Some(store.to_owned());
         config
     }
 
@@ -92,13 +95,29 @@ impl Config {
         }
     }
 
+    /// The catalog URL or path in effect.
+    pub fn database(&self) -> String {
+        self.database.clone().unwrap_or_else(|| {
+            self.data_dir
+                .join("catalog.db")
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+
+    /// The object store in effect.
+    pub fn store(&self) -> String {
+        self.store
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("chunks").to_string_lossy().into_owned())
+    }
+
     /// The database URL with any password replaced, for logs.
     pub fn redacted_database(&self) -> String {
-        match url_password_span(&self.database) {
-            Some((start, end)) => {
-                format!("{}***{}", &self.database[..start], &self.database[end..])
-            }
-            None => self.database.clone(),
+        let database = self.database();
+        match url_password_span(&database) {
+            Some((start, end)) => format!("{}***{}", &database[..start], &database[end..]),
+            None => database,
         }
     }
 }
@@ -123,8 +142,18 @@ mod tests {
             "x",
         );
         assert_eq!(c.redacted_database(), "postgres://u:***@h:5432/db");
-        c.database = "postgres://u@h/db".into();
+        c.database = Some("postgres://u@h/db".into());
         assert_eq!(c.redacted_database(), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn with_no_flags_everything_lives_under_the_data_dir() {
+        let c = Config::parse_from(["checkpointd"]);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7777");
+        assert_eq!(c.database(), "./checkpointd-data/catalog.db");
+        assert_eq!(c.store(), "./checkpointd-data/chunks");
+        let c = Config::parse_from(["checkpointd", "--data-dir", "/srv/ckpt"]);
+        assert_eq!(c.database(), "/srv/ckpt/catalog.db");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
 use crate::blobs::BlobStore;
-use crate::catalog::PostgresCatalog;
+use crate::catalog;
 use crate::config::Config;
 use crate::core::Engine;
 use crate::grpc::CheckpointApi;
@@ -66,16 +66,18 @@ impl RunningServer {
 /// Opens storage, applies migrations, binds the listener and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     // Storage.
-    let catalog = PostgresCatalog::connect(
-        &config.database,
+    let database = config.database();
+    let store = config.store();
+    let catalog = catalog::open(
+        &database,
         config.db_max_connections,
         config.db_acquire_timeout,
     )
     .await
     .with_context(|| format!("opening the catalog at {}", config.redacted_database()))?;
-    let blobs = BlobStore::open(&config.store)
-        .with_context(|| format!("opening the object store {}", config.store))?;
-    let engine = Arc::new(Engine::new(Arc::new(catalog), blobs, config.engine()));
+    let blobs =
+        BlobStore::open(&store).with_context(|| format!("opening the object store {store}"))?;
+    let engine = Arc::new(Engine::new(catalog, blobs, config.engine()));
 
     // Services.
     let max_message = config.max_message_size.as_u64() as usize;
@@ -114,7 +116,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         let _ = stopped.await;
     }));
 
-    info!(%addr, store = %config.store, database = %config.redacted_database(), "checkpointd listening");
+    if !addr.ip().is_loopback() {
+        warn!(%addr, "listening beyond loopback with no authentication");
+    }
+    info!(%addr, store = %store, database = %config.redacted_database(), "checkpointd listening");
     Ok(RunningServer {
         addr,
         health,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use ckpt_client::{Client, Error, NewCheckpoint, Op, ReadFilter, State, Target};
-use common::{Store, TestEnv, noise, transcript};
+use common::{Setup, TestEnv, noise, transcript};
 use tonic::Code;
 
 fn state_of(pairs: &[(&str, &[u8])]) -> State {
@@ -29,8 +29,8 @@ async fn load(client: &Client, id: &str) -> State {
 // Round trips
 // ---------------------------------------------------------------------------------------------
 
-async fn full_and_incremental_states_load_byte_for_byte(store: Store) {
-    let env = TestEnv::start(store).await;
+async fn full_and_incremental_states_load_byte_for_byte(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let client = &env.client;
     let big = noise(3 * 1024 * 1024 + 11, 1);
     let text = transcript(200_000, 2);
@@ -121,19 +121,8 @@ async fn full_and_incremental_states_load_byte_for_byte(store: Store) {
     assert_eq!(picked.keys().collect::<Vec<_>>(), vec!["transcript"]);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn full_and_incremental_states_load_byte_for_byte_local() {
-    full_and_incremental_states_load_byte_for_byte(Store::Local).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn full_and_incremental_states_load_byte_for_byte_s3() {
-    full_and_incremental_states_load_byte_for_byte(Store::S3).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn identical_content_is_stored_once_across_sessions() {
-    let env = TestEnv::start(Store::Local).await;
+async fn identical_content_is_stored_once_across_sessions(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let value = noise(2 * 1024 * 1024, 9);
     let a = env
         .client
@@ -159,9 +148,8 @@ async fn identical_content_is_stored_once_across_sessions() {
     assert_eq!(env.object_keys().await.len(), objects_before);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_state_of_many_keys_changes_cheaply() {
-    let env = TestEnv::start(Store::Local).await;
+async fn a_state_of_many_keys_changes_cheaply(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let base: State = (0..20_000)
         .map(|i| (format!("k/{i:06}"), Bytes::from(format!("value {i}"))))
         .collect();
@@ -192,9 +180,8 @@ async fn a_state_of_many_keys_changes_cheaply() {
 // Heads, listing, sessions
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_create_on_a_moved_branch_is_aborted_with_the_current_head() {
-    let env = TestEnv::start(Store::Local).await;
+async fn a_create_on_a_moved_branch_is_aborted_with_the_current_head(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let c = &env.client;
     let first = c
         .create(NewCheckpoint::full("race", state_of(&[("k", b"1")])))
@@ -230,9 +217,8 @@ async fn a_create_on_a_moved_branch_is_aborted_with_the_current_head() {
     assert_eq!(load(c, &second.id).await, state_of(&[("k", b"2")]));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn listing_pages_stay_correct_while_checkpoints_arrive() {
-    let env = TestEnv::start(Store::Local).await;
+async fn listing_pages_stay_correct_while_checkpoints_arrive(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let c = &env.client;
     let mut parent: Option<String> = None;
     let mut ids = Vec::new();
@@ -284,9 +270,8 @@ async fn listing_pages_stay_correct_while_checkpoints_arrive() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sessions_list_in_pages_and_count_their_checkpoints() {
-    let env = TestEnv::start(Store::Local).await;
+async fn sessions_list_in_pages_and_count_their_checkpoints(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     for i in 0..7 {
         env.client
             .create(NewCheckpoint::full(
@@ -315,9 +300,8 @@ async fn sessions_list_in_pages_and_count_their_checkpoints() {
     assert_eq!(session.checkpoint_count, 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_deleted_session_cannot_be_written_through_and_its_id_starts_fresh() {
-    let env = TestEnv::start(Store::Local).await;
+async fn a_deleted_session_cannot_be_written_through_and_its_id_starts_fresh(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let c = &env.client;
     let first = c
         .create(NewCheckpoint::full("gone", state_of(&[("k", b"v")])))
@@ -353,9 +337,8 @@ async fn a_deleted_session_cannot_be_written_through_and_its_id_starts_fresh() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn deleting_a_checkpoint_keeps_its_children_loadable_but_never_a_head() {
-    let env = TestEnv::start(Store::Local).await;
+async fn deleting_a_checkpoint_keeps_its_children_loadable_but_never_a_head(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let c = &env.client;
     let first = c
         .create(NewCheckpoint::full(
@@ -388,9 +371,8 @@ async fn deleting_a_checkpoint_keeps_its_children_loadable_but_never_a_head() {
     assert_eq!(c.get_session("del").await.unwrap().checkpoint_count, 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn names_that_would_collide_when_joined_stay_apart() {
-    let env = TestEnv::start(Store::Local).await;
+async fn names_that_would_collide_when_joined_stay_apart(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let c = &env.client;
     let x = c
         .create(NewCheckpoint::full("a/b", state_of(&[("k", b"x")])).branch("c"))
@@ -432,9 +414,8 @@ async fn names_that_would_collide_when_joined_stay_apart() {
     assert_eq!(c.list_all_checkpoints("a", None).await.unwrap().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn health_and_reflection_answer() {
-    let env = TestEnv::start(Store::Local).await;
+async fn health_and_reflection_answer(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let channel = tonic::transport::Channel::from_shared(env.url())
         .unwrap()
         .connect()
@@ -451,9 +432,8 @@ async fn health_and_reflection_answer() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_large_full_state_round_trips_through_the_streamed_upload() {
-    let env = TestEnv::start(Store::Local).await;
+async fn a_large_full_state_round_trips_through_the_streamed_upload(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let mut state = State::new();
     for i in 0..40 {
         state.insert(
@@ -476,3 +456,17 @@ async fn a_large_full_state_round_trips_through_the_streamed_upload() {
         .collect();
     assert_eq!(got, expected);
 }
+
+on_every_setup!(
+    full_and_incremental_states_load_byte_for_byte,
+    identical_content_is_stored_once_across_sessions,
+    a_state_of_many_keys_changes_cheaply,
+    a_create_on_a_moved_branch_is_aborted_with_the_current_head,
+    listing_pages_stay_correct_while_checkpoints_arrive,
+    sessions_list_in_pages_and_count_their_checkpoints,
+    a_deleted_session_cannot_be_written_through_and_its_id_starts_fresh,
+    deleting_a_checkpoint_keeps_its_children_loadable_but_never_a_head,
+    names_that_would_collide_when_joined_stay_apart,
+    health_and_reflection_answer,
+    a_large_full_state_round_trips_through_the_streamed_upload,
+);

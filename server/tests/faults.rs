@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ckpt_client::{Client, NewCheckpoint, Op, ReadFilter, State, Target};
 use ckpt_proto::v1::checkpoint_service_client::CheckpointServiceClient;
 use ckpt_proto::v1::{self, upload_checkpoint_request::Part};
-use common::{Store, TestEnv, noise};
+use common::{Setup, TestEnv, noise};
 use futures::StreamExt;
 use tonic::Code;
 
@@ -58,9 +58,8 @@ fn assert_status(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code
 // Bad input
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_keys_are_invalid_arguments_naming_the_change() {
-    let env = TestEnv::start(Store::Local).await;
+async fn bad_keys_are_invalid_arguments_naming_the_change(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let mut c = raw(&env).await;
     let cases = [("", "changes[0].put.key"), ("a\0b", "changes[0].put.key")];
     for (key, field) in cases {
@@ -91,9 +90,8 @@ async fn bad_keys_are_invalid_arguments_naming_the_change() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_names_are_invalid_arguments() {
-    let env = TestEnv::start(Store::Local).await;
+async fn bad_names_are_invalid_arguments(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let mut c = raw(&env).await;
     for session in [
         "",
@@ -158,9 +156,8 @@ async fn bad_names_are_invalid_arguments() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn metadata_must_be_a_json_object_without_nul() {
-    let env = TestEnv::start(Store::Local).await;
+async fn metadata_must_be_a_json_object_without_nul(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let mut c = raw(&env).await;
     for bad in ["[1]", "\"text\"", "{not json", r#"{"a":"x\u0000y"}"#] {
         let mut req = create_request("meta", vec![put("k", b"v")]);
@@ -187,9 +184,8 @@ async fn metadata_must_be_a_json_object_without_nul() {
     assert_eq!(meta["ü"], "κ");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn missing_parents_and_missing_targets_are_not_found() {
-    let env = TestEnv::start(Store::Local).await;
+async fn missing_parents_and_missing_targets_are_not_found(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let c = &env.client;
     let ghost = uuid::Uuid::now_v7().to_string();
     let err = c
@@ -232,9 +228,8 @@ async fn missing_parents_and_missing_targets_are_not_found() {
 // Size limits, on the unary and the streaming path
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread")]
-async fn states_over_the_limits_are_resource_exhausted_on_both_paths() {
-    let env = TestEnv::start_with(Store::Local, |c| {
+async fn states_over_the_limits_are_resource_exhausted_on_both_paths(setup: Setup) {
+    let env = TestEnv::start_with(setup, |c| {
         c.max_message_size = bytesize::ByteSize::mib(1);
         c.max_value_size = bytesize::ByteSize::mib(2);
     })
@@ -270,9 +265,8 @@ async fn states_over_the_limits_are_resource_exhausted_on_both_paths() {
     assert_eq!(loaded, fits);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_unary_state_over_4_mib_works_when_the_limit_allows() {
-    let env = TestEnv::start(Store::Local).await;
+async fn a_unary_state_over_4_mib_works_when_the_limit_allows(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let mut c = raw(&env).await;
     let value = noise(6 * 1024 * 1024, 8);
     let cp = c
@@ -305,9 +299,8 @@ fn header(session: &str) -> Part {
     })
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_upload_cut_off_half_way_leaves_nothing_visible() {
-    let env = TestEnv::start(Store::Local).await;
+async fn an_upload_cut_off_half_way_leaves_nothing_visible(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let mut c = raw(&env).await;
 
     // A stream that sends half a value and then hangs; the client gives up.
@@ -391,8 +384,8 @@ async fn an_upload_cut_off_half_way_leaves_nothing_visible() {
 // Damaged storage
 // ---------------------------------------------------------------------------------------------
 
-async fn damaged_or_missing_chunks_are_data_loss(store: Store) {
-    let env = TestEnv::start(store).await;
+async fn damaged_or_missing_chunks_are_data_loss(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let c = &env.client;
     let cp = c
         .create(NewCheckpoint::full(
@@ -445,12 +438,12 @@ async fn damaged_or_missing_chunks_are_data_loss(store: Store) {
     assert_eq!(state["small"].as_ref(), b"tiny inline value");
 
     // An inline chunk damaged in the catalog.
-    sqlx::query(
-        "UPDATE chunks SET data = '\\x00112233'::bytea WHERE data IS NOT NULL AND kind = 0",
-    )
-    .execute(&env.pg().await)
-    .await
-    .unwrap();
+    let damaged = env
+        .db()
+        .await
+        .damage_inline_chunks(b"\x00\x11\x22\x33")
+        .await;
+    assert!(damaged >= 1, "the small value must be inline");
     let only_small = ReadFilter {
         prefix: None,
         keys: vec!["small".into()],
@@ -463,24 +456,13 @@ async fn damaged_or_missing_chunks_are_data_loss(store: Store) {
     assert!(err.to_string().contains("small"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn damaged_or_missing_chunks_are_data_loss_local() {
-    damaged_or_missing_chunks_are_data_loss(Store::Local).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn damaged_or_missing_chunks_are_data_loss_s3() {
-    damaged_or_missing_chunks_are_data_loss(Store::S3).await;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Concurrency and cancellation
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_creates_beyond_the_pool_finish_or_fail_cleanly() {
+async fn concurrent_creates_beyond_the_pool_finish_or_fail_cleanly(setup: Setup) {
     const POOL: u32 = 4;
-    let env = TestEnv::start_with(Store::Local, |c| {
+    let env = TestEnv::start_with(setup, |c| {
         c.db_max_connections = POOL;
         c.db_acquire_timeout = Duration::from_secs(20);
     })
@@ -521,9 +503,8 @@ async fn concurrent_creates_beyond_the_pool_finish_or_fail_cleanly() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_cancelled_write_is_all_or_nothing_and_the_next_write_succeeds_at_once() {
-    let env = TestEnv::start(Store::Local).await;
+async fn a_cancelled_write_is_all_or_nothing_and_the_next_write_succeeds_at_once(setup: Setup) {
+    let env = TestEnv::start(setup).await;
     let c = &env.client;
     let mut head = c
         .create(NewCheckpoint::full("cancel", one("k", b"0")))
@@ -604,11 +585,10 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_9_during_a_large_upload_loses_nothing_committed() {
-    let db_url = common::fresh_database().await;
+async fn kill_9_during_a_large_upload_loses_nothing_committed(setup: Setup) {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("chunks").to_string_lossy().into_owned();
+    let db_url = common::fresh_catalog(setup, dir.path()).await;
+    let store = common::fresh_store(setup, dir.path());
     let port = free_port();
     let mut server = spawn_server(&db_url, &store, port).await;
     let client = Client::connect(server.url.clone()).await.unwrap();
@@ -670,3 +650,17 @@ async fn kill_9_during_a_large_upload_loses_nothing_committed() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+on_every_setup!(
+    damaged_or_missing_chunks_are_data_loss,
+    bad_keys_are_invalid_arguments_naming_the_change,
+    bad_names_are_invalid_arguments,
+    metadata_must_be_a_json_object_without_nul,
+    missing_parents_and_missing_targets_are_not_found,
+    states_over_the_limits_are_resource_exhausted_on_both_paths,
+    a_unary_state_over_4_mib_works_when_the_limit_allows,
+    an_upload_cut_off_half_way_leaves_nothing_visible,
+    concurrent_creates_beyond_the_pool_finish_or_fail_cleanly,
+    a_cancelled_write_is_all_or_nothing_and_the_next_write_succeeds_at_once,
+    kill_9_during_a_large_upload_loses_nothing_committed,
+);

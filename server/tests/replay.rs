@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use ckpt_client::replay::{self, Recording};
 use ckpt_client::{NewCheckpoint, Op, ReadFilter, State, Target};
-use common::{Store, TestEnv};
+use common::{Setup, TestEnv};
 
 struct Figures {
     steps: usize,
@@ -67,10 +67,10 @@ async fn replay_one(env: &TestEnv, recording: &Recording) -> Figures {
     }
 }
 
-async fn every_recording_replays_identically(store: Store) {
+async fn every_recording_replays_identically(setup: Setup) {
     let recordings = replay::load_dir(&replay::default_data_dir()).expect("recordings load");
     assert_eq!(recordings.len(), 14, "the data set has 14 recordings");
-    let env = TestEnv::start(store).await;
+    let env = TestEnv::start(setup).await;
     println!(
         "{:<90} {:>6} {:>12} {:>12} {:>8}",
         "recording", "steps", "logical", "stored", "seconds"
@@ -91,12 +91,4 @@ async fn every_recording_replays_identically(store: Store) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_recording_replays_identically_local() {
-    every_recording_replays_identically(Store::Local).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn every_recording_replays_identically_s3() {
-    every_recording_replays_identically(Store::S3).await;
-}
+on_every_setup!(every_recording_replays_identically,);

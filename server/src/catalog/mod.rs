@@ -3,8 +3,11 @@
 //! store only ever receives new immutable objects.
 
 mod postgres;
+mod sqlite;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -12,8 +15,27 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use self::postgres::PostgresCatalog;
+pub use self::sqlite::SqliteCatalog;
 use crate::core::codec::Codec;
 use crate::core::hash::Hash;
+
+/// Opens the catalog a URL names: `postgres://…` (or `postgresql://…`) for Postgres, anything
+/// else (`sqlite://PATH` or a plain path) for a SQLite file.
+pub async fn open(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<Arc<dyn Catalog>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(
+            PostgresCatalog::connect(url, max_connections, acquire_timeout).await?,
+        ))
+    } else {
+        Ok(Arc::new(
+            SqliteCatalog::open_url(url, max_connections).await?,
+        ))
+    }
+}
 
 /// What a blob in the registry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

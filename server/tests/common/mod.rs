@@ -16,11 +16,74 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
-/// Which object store a test runs on.
+/// The catalog and object store a test runs on: the three set-ups users run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Store {
-    Local,
-    S3,
+pub enum Setup {
+    /// The embedded default: a SQLite file and a local directory.
+    Sqlite,
+    /// Postgres and a local directory.
+    Postgres,
+    /// Postgres and an S3-compatible server over HTTP.
+    PostgresS3,
+}
+
+/// Generates one test per set-up from an `async fn name(setup: Setup)`.
+#[macro_export]
+macro_rules! on_every_setup {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sqlite() {
+                super::$name($crate::common::Setup::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres() {
+                super::$name($crate::common::Setup::Postgres).await;
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres_s3() {
+                super::$name($crate::common::Setup::PostgresS3).await;
+            }
+        }
+    )*};
+}
+
+/// A direct connection to a test's catalog, for looking and tampering behind the server.
+pub enum Db {
+    Postgres(PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+impl Db {
+    pub async fn object_keys(&self) -> Vec<String> {
+        let sql = "SELECT object_key FROM chunks WHERE object_key IS NOT NULL ORDER BY object_key";
+        match self {
+            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+            Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+        }
+        .expect("listing object keys")
+    }
+
+    /// Overwrites every inline value chunk with `bytes`.
+    pub async fn damage_inline_chunks(&self, bytes: &[u8]) -> u64 {
+        match self {
+            Db::Postgres(pool) => {
+                sqlx::query("UPDATE chunks SET data = $1 WHERE data IS NOT NULL AND kind = 0")
+                    .bind(bytes)
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
+            }
+            Db::Sqlite(pool) => {
+                sqlx::query("UPDATE chunks SET data = ?1 WHERE data IS NOT NULL AND kind = 0")
+                    .bind(bytes)
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
+            }
+        }
+        .expect("damaging chunks")
+    }
 }
 
 pub struct TestEnv {
@@ -57,11 +120,19 @@ pub async fn fresh_database() -> String {
     format!("{base}/{name}")
 }
 
+/// A catalog of its own for one test.
+pub async fn fresh_catalog(setup: Setup, dir: &std::path::Path) -> String {
+    match setup {
+        Setup::Sqlite => dir.join("catalog.db").to_string_lossy().into_owned(),
+        Setup::Postgres | Setup::PostgresS3 => fresh_database().await,
+    }
+}
+
 /// An object-store spec with a prefix of its own.
-pub fn fresh_store(store: Store, dir: &std::path::Path) -> String {
-    match store {
-        Store::Local => dir.join("chunks").to_string_lossy().into_owned(),
-        Store::S3 => {
+pub fn fresh_store(setup: Setup, dir: &std::path::Path) -> String {
+    match setup {
+        Setup::Sqlite | Setup::Postgres => dir.join("chunks").to_string_lossy().into_owned(),
+        Setup::PostgresS3 => {
             let bucket = required_env("CKPT_TEST_S3_BUCKET");
             required_env("AWS_ENDPOINT");
             format!("s3://{bucket}/t-{}", Uuid::now_v7().simple())
@@ -70,15 +141,15 @@ pub fn fresh_store(store: Store, dir: &std::path::Path) -> String {
 }
 
 impl TestEnv {
-    pub async fn start(store: Store) -> Self {
-        Self::start_with(store, |_| {}).await
+    pub async fn start(setup: Setup) -> Self {
+        Self::start_with(setup, |_| {}).await
     }
 
     /// Starts with a configuration changed by `tweak`.
-    pub async fn start_with(store: Store, tweak: impl FnOnce(&mut Config)) -> Self {
+    pub async fn start_with(setup: Setup, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db_url = fresh_database().await;
-        let spec = fresh_store(store, dir.path());
+        let db_url = fresh_catalog(setup, dir.path()).await;
+        let spec = fresh_store(setup, dir.path());
         let mut config = Config::for_test(SocketAddr::from(([127, 0, 0, 1], 0)), &db_url, &spec);
         tweak(&mut config);
         let server = ckpt_server::start(config.clone())
@@ -102,23 +173,29 @@ impl TestEnv {
         self.server.as_ref().expect("server running").url()
     }
 
-    /// A pool on the test's database, for looking behind the server's back.
-    pub async fn pg(&self) -> PgPool {
-        PgPoolOptions::new()
-            .max_connections(2)
-            .connect(&self.db_url)
-            .await
-            .expect("test pool")
+    /// A connection to the test's catalog, for looking behind the server's back.
+    pub async fn db(&self) -> Db {
+        if self.db_url.starts_with("postgres") {
+            let pool = PgPoolOptions::new()
+                .max_connections(2)
+                .connect(&self.db_url)
+                .await
+                .expect("test pool");
+            return Db::Postgres(pool);
+        }
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&self.db_url)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        Db::Sqlite(
+            sqlx::SqlitePool::connect_with(options)
+                .await
+                .expect("test sqlite pool"),
+        )
     }
 
     /// Object keys of every blob stored outside the catalog.
     pub async fn object_keys(&self) -> Vec<String> {
-        sqlx::query_scalar(
-            "SELECT object_key FROM chunks WHERE object_key IS NOT NULL ORDER BY object_key",
-        )
-        .fetch_all(&self.pg().await)
-        .await
-        .expect("listing object keys")
+        self.db().await.object_keys().await
     }
 
     pub async fn stop(&mut self) {

@@ -1,0 +1,193 @@
+//! What the workers record while a bench runs: latencies of successful calls in an HDR
+//! histogram (microseconds), counts per status code, the first distinct errors, payload bytes
+//! and the window in which the measured calls ran. Each worker keeps its own; they are merged
+//! once at the end.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// How many distinct (code, message) pairs are kept; later distinct errors are only counted
+/// in the status codes.
+pub(crate) const MAX_DISTINCT_ERRORS: usize = 10;
+
+/// Largest latency the histogram tracks: one hour, in microseconds. Longer calls are clamped.
+const HIGHEST_MICROS: u64 = 3_600_000_000;
+
+/// Three significant digits: values are exact below 2.048 ms and within 0.1 % above.
+const SIGNIFICANT_DIGITS: u8 = 3;
+
+/// The status code name of a successful call.
+pub(crate) const OK: &str = "OK";
+
+/// An error message and how many calls ended with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct ErrorCount {
+    /// The gRPC status code name, e.g. `DeadlineExceeded`.
+    pub(crate) code: String,
+    /// The error with its causes.
+    pub(crate) message: String,
+    /// How many measured calls failed this way.
+    pub(crate) count: u64,
+}
+
+/// When a call started and ended.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Span {
+    /// When the call was handed to the client, after its payload was built.
+    pub(crate) start: Instant,
+    /// When the call returned or timed out.
+    pub(crate) end: Instant,
+}
+
+/// One worker's (or, merged, the whole run's) record of measured calls.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    /// Latencies of successful calls, in microseconds.
+    pub(crate) latency: Histogram<u64>,
+    /// Calls per status code name (`OK` for successes).
+    pub(crate) codes: BTreeMap<String, u64>,
+    /// The first [`MAX_DISTINCT_ERRORS`] distinct errors, in order of first appearance.
+    pub(crate) errors: Vec<ErrorCount>,
+    /// Payload bytes moved by successful calls.
+    pub(crate) bytes: u64,
+    /// Calls recorded, successful or not.
+    pub(crate) count: u64,
+    first_start: Option<Instant>,
+    last_end: Option<Instant>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Recorder {
+    /// An empty record.
+    pub(crate) fn new() -> Self {
+        let latency = Histogram::new_with_bounds(1, HIGHEST_MICROS, SIGNIFICANT_DIGITS)
+            .expect("histogram bounds are valid");
+        Recorder {
+            latency,
+            codes: BTreeMap::new(),
+            errors: Vec::new(),
+            bytes: 0,
+            count: 0,
+            first_start: None,
+            last_end: None,
+        }
+    }
+
+    /// Records a successful call that moved `bytes` of payload.
+    pub(crate) fn record_ok(&mut self, span: Span, bytes: u64) {
+        let micros = span.end.saturating_duration_since(span.start).as_micros();
+        self.latency
+            .saturating_record(u64::try_from(micros).unwrap_or(u64::MAX).max(1));
+        self.bytes += bytes;
+        self.count_call(span, OK);
+    }
+
+    /// Records a failed call.
+    pub(crate) fn record_error(&mut self, span: Span, code: &str, message: &str) {
+        self.count_call(span, code);
+        self.add_error(code, message, 1);
+    }
+
+    fn count_call(&mut self, span: Span, code: &str) {
+        self.count += 1;
+        *self.codes.entry(code.to_owned()).or_default() += 1;
+        self.first_start = Some(self.first_start.map_or(span.start, |t| t.min(span.start)));
+        self.last_end = Some(self.last_end.map_or(span.end, |t| t.max(span.end)));
+    }
+
+    fn add_error(&mut self, code: &str, message: &str, count: u64) {
+        let known = self
+            .errors
+            .iter_mut()
+            .find(|e| e.code == code && e.message == message);
+        match known {
+            Some(error) => error.count += count,
+            None if self.errors.len() < MAX_DISTINCT_ERRORS => self.errors.push(ErrorCount {
+                code: code.to_owned(),
+                message: message.to_owned(),
+                count,
+            }),
+            None => {}
+        }
+    }
+
+    /// Adds another record to this one.
+    pub(crate) fn merge(&mut self, other: Recorder) {
+        self.latency
+            .add(&other.latency)
+            .expect("histograms share their bounds");
+        for (code, n) in other.codes {
+            *self.codes.entry(code).or_default() += n;
+        }
+        for error in other.errors {
+            self.add_error(&error.code, &error.message, error.count);
+        }
+        self.bytes += other.bytes;
+        self.count += other.count;
+        self.first_start = [self.first_start, other.first_start].into_iter().flatten().min();
+        self.last_end = [self.last_end, other.last_end].into_iter().flatten().max();
+    }
+
+    /// From the start of the first measured call to the end of the last; zero when none ran.
+    pub(crate) fn elapsed(&self) -> Duration {
+        match (self.first_start, self.last_end) {
+            (Some(start), Some(end)) => end.saturating_duration_since(start),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(start: Instant, from_ms: u64, to_ms: u64) -> Span {
+        Span {
+            start: start + Duration::from_millis(from_ms),
+            end: start + Duration::from_millis(to_ms),
+        }
+    }
+
+    #[test]
+    fn merge_adds_counts_and_widens_the_window() {
+        let t0 = Instant::now();
+        let mut a = Recorder::new();
+        a.record_ok(span(t0, 10, 12), 100);
+        a.record_error(span(t0, 12, 40), "Aborted", "moved");
+        let mut b = Recorder::new();
+        b.record_ok(span(t0, 0, 5), 50);
+        b.record_error(span(t0, 5, 50), "Aborted", "moved");
+        b.record_error(span(t0, 5, 6), "NotFound", "gone");
+
+        a.merge(b);
+
+        assert_eq!(a.count, 5);
+        assert_eq!(a.bytes, 150);
+        assert_eq!(a.latency.len(), 2);
+        assert_eq!(a.codes["OK"], 2);
+        assert_eq!(a.codes["Aborted"], 2);
+        assert_eq!(a.elapsed(), Duration::from_millis(50));
+        assert_eq!(a.errors[0].count, 2);
+        assert_eq!(a.errors[1].message, "gone");
+    }
+
+    #[test]
+    fn only_the_first_distinct_errors_are_kept() {
+        let t0 = Instant::now();
+        let mut r = Recorder::new();
+        for i in 0..MAX_DISTINCT_ERRORS + 5 {
+            r.record_error(span(t0, 0, 1), "Internal", &format!("error {i}"));
+        }
+        assert_eq!(r.errors.len(), MAX_DISTINCT_ERRORS);
+        assert_eq!(r.codes["Internal"], MAX_DISTINCT_ERRORS as u64 + 5);
+        assert_eq!(r.errors[0].message, "error 0");
+    }
+}
