@@ -123,7 +123,11 @@ impl Payload {
     /// The stamp of a request: its number offset by the run's seed, in hex, so that the last
     /// digits change from one request to the next.
     fn nonce(&self, request: u64) -> [u8; STAMP_LEN] {
-        let n = if self.same { self.seed } else { self.seed.wrapping_add(request) };
+        let n = if self.same {
+            self.seed
+        } else {
+            self.seed.wrapping_add(request)
+        };
         let mut out = [0u8; STAMP_LEN];
         out.copy_from_slice(format!("{n:016x}").as_bytes());
         out
@@ -176,7 +180,14 @@ mod tests {
     #[test]
     fn sizes_are_exact_and_spread_over_keys() {
         for shape in [Shape::Json, Shape::Random] {
-            for (size, keys) in [(0, 1), (1, 1), (15, 1), (10_000, 1), (1_048_579, 1), (1003, 10)] {
+            for (size, keys) in [
+                (0, 1),
+                (1, 1),
+                (15, 1),
+                (10_000, 1),
+                (1_048_579, 1),
+                (1003, 10),
+            ] {
                 let p = payload(size, keys, shape, false);
                 let state = p.state(7);
                 let total: u64 = state.values().map(|v| v.len() as u64).sum();
@@ -196,7 +207,10 @@ mod tests {
             let (a, b) = (p.value(1, 1), p.value(1, 2));
             assert_eq!(a.len(), b.len());
             for (x, y) in a.chunks(2 * STAMP_EVERY).zip(b.chunks(2 * STAMP_EVERY)) {
-                assert_ne!(x, y, "{shape:?}: a 2 KiB window is identical in two requests");
+                assert_ne!(
+                    x, y,
+                    "{shape:?}: a 2 KiB window is identical in two requests"
+                );
             }
             assert_ne!(p.value(0, 1), p.value(1, 1), "keys must differ");
             assert_eq!(p.value(0, 5), p.value(0, 5));
@@ -221,7 +235,10 @@ mod tests {
     fn json_compresses_like_a_transcript_and_random_does_not() {
         let json = payload(1 << 20, 1, Shape::Json, false).value(0, 1);
         let json_ratio = ratio(&json);
-        assert!((3.5..5.5).contains(&json_ratio), "json ratio {json_ratio:.2}");
+        assert!(
+            (3.5..5.5).contains(&json_ratio),
+            "json ratio {json_ratio:.2}"
+        );
 
         let random = payload(1 << 20, 1, Shape::Random, false).value(0, 1);
         let random_ratio = ratio(&random);

@@ -61,6 +61,10 @@ mod tests {
         let mut buf = [0u8; 13];
         rng.fill(&mut buf);
         assert!(buf[8..].iter().any(|b| *b != 0));
-        assert!((0..1000).map(|_| rng.unit()).all(|u| (0.0..1.0).contains(&u)));
+        assert!(
+            (0..1000)
+                .map(|_| rng.unit())
+                .all(|u| (0.0..1.0).contains(&u))
+        );
     }
 }

@@ -72,7 +72,9 @@ impl TryFrom<CheckpointRow> for CheckpointRecord {
                 .collect(),
             generation: row.generation as u64,
             created_at: row.created_at,
-            metadata: row.metadata,
+            // jsonb prints its own spacing and key order; hand back the canonical text every
+            // catalog uses.
+            metadata: canonical_json(&row.metadata)?,
             message: row.message,
             manifest_root,
             entry_count: row.entry_count as u64,
@@ -538,6 +540,12 @@ impl Catalog for PostgresCatalog {
             .map(|n| n as u64)
             .ok_or_else(|| CatalogError::NotFound(format!("session {name}")))
     }
+}
+
+fn canonical_json(text: &str) -> Result<String> {
+    serde_json::from_str::<serde_json::Value>(text)
+        .map(|v| v.to_string())
+        .map_err(|e| CatalogError::Internal(format!("stored metadata is not JSON: {e}")))
 }
 
 /// Sorts database errors into what a caller can act on. The SQL text never leaves the server.
