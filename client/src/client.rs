@@ -228,6 +228,11 @@ impl Client {
         Session::try_from(response.into_inner())
     }
 
+    /// The generated client, for calls this wrapper does not cover.
+    pub(crate) fn raw(&self) -> CheckpointServiceClient<Channel> {
+        self.inner.clone()
+    }
+
     /// Deletes one checkpoint. A branch head cannot be deleted
     /// ([`Error::FailedPrecondition`]).
     pub async fn delete_checkpoint(&self, checkpoint_id: &str) -> Result<(), Error> {

@@ -21,10 +21,12 @@ pub mod json;
 mod model;
 mod read;
 pub mod replay;
+mod transfer;
 mod write;
 
 pub use client::{Client, MAX_MESSAGE_BYTES, UNARY_LIMIT};
 pub use error::Error;
 pub use model::{Checkpoint, Page, Session, State, Summary};
 pub use read::{EntryHeader, ReadFilter, StateReader, Target};
+pub use transfer::ImportReport;
 pub use write::{Changes, NewCheckpoint, Op, UPLOAD_PIECE_BYTES, diff};

@@ -18,7 +18,10 @@ use serde_json::{Map, Value};
 mod aider;
 mod claude_code;
 mod openhands;
+mod run;
 mod swe_agent;
+
+pub use run::{ReplayReport, ReplayRunError, replay};
 
 /// Environment variable that overrides [`default_data_dir`].
 pub const DATA_DIR_ENV: &str = "CKPT_SESSION_DATA";

@@ -6,6 +6,7 @@ mod output;
 mod progress;
 mod restore;
 mod save;
+mod transfer;
 
 use std::io::{self, IsTerminal};
 use std::process::ExitCode;
@@ -91,6 +92,12 @@ enum Command {
     Delete(browse::DeleteArgs),
     /// Delete a session with all its branches and checkpoints.
     DeleteSession(browse::DeleteSessionArgs),
+    /// Write a session (checkpoints, branches and their data) to a portable bundle file.
+    Export(transfer::ExportArgs),
+    /// Load a bundle written by `ckpt export` into this server.
+    Import(transfer::ImportArgs),
+    /// Replay recorded agent sessions as checkpoint chains and check every one loads back.
+    Replay(transfer::ReplayArgs),
 }
 
 /// Runs one command.
@@ -112,6 +119,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Show(args) => browse::show(&client, args, output).await,
         Command::Delete(args) => browse::delete(&client, args, output).await,
         Command::DeleteSession(args) => browse::delete_session(&client, args, output).await,
+        Command::Export(args) => transfer::export(&client, args).await,
+        Command::Import(args) => transfer::import(&client, args, output).await,
+        Command::Replay(args) => transfer::replay(&client, args, output).await,
     }
 }
 

@@ -110,6 +110,60 @@ pub struct CheckpointRecord {
     pub stored_bytes: u64,
 }
 
+/// A branch and where it points.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BranchRecord {
+    pub name: String,
+    pub head: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A checkpoint arriving from a bundle, with the id and times it was created with.
+#[derive(Clone, Debug)]
+pub struct ImportedCheckpoint {
+    pub id: Uuid,
+    pub branch: String,
+    pub parents: Vec<Uuid>,
+    pub generation: u64,
+    pub created_at: DateTime<Utc>,
+    pub metadata: String,
+    pub message: String,
+    pub manifest_root: Option<Hash>,
+    pub entry_count: u64,
+    pub logical_bytes: u64,
+    pub stored_bytes: u64,
+}
+
+/// A branch arriving from a bundle.
+#[derive(Clone, Debug)]
+pub struct ImportedBranch {
+    pub name: String,
+    pub head: Uuid,
+    /// The checkpoints `head` descends from: an existing branch pointing at one of them moves
+    /// forward to `head`; one pointing elsewhere has diverged and stops the import.
+    pub ancestors: HashSet<Uuid>,
+}
+
+/// Everything one import commits, in one transaction.
+#[derive(Clone, Debug)]
+pub struct SessionImport {
+    pub session: String,
+    /// In commit order: parents before children.
+    pub checkpoints: Vec<ImportedCheckpoint>,
+    pub branches: Vec<ImportedBranch>,
+    pub blobs: Vec<NewBlob>,
+}
+
+/// What an import changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportOutcome {
+    pub imported: u64,
+    pub present: u64,
+    pub branches_updated: u64,
+    pub stored_bytes: u64,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionRecord {
     pub name: String,
@@ -128,6 +182,8 @@ pub enum CatalogError {
         branch: String,
         current: Option<Uuid>,
     },
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
     /// The database could not be reached or is overloaded; worth retrying.
@@ -175,4 +231,13 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
 
     /// Deletes a session and everything in it; returns how many checkpoints went with it.
     async fn delete_session(&self, name: &str) -> Result<u64>;
+
+    /// A session's branches, by name.
+    async fn list_branches(&self, session: &str) -> Result<Vec<BranchRecord>>;
+
+    /// Adds a bundle's blobs, checkpoints and branches to a session (created if absent), in one
+    /// transaction. Checkpoints already present are skipped; one that exists in another
+    /// session fails with [`CatalogError::AlreadyExists`], a diverged branch with
+    /// [`CatalogError::FailedPrecondition`].
+    async fn import(&self, import: SessionImport) -> Result<ImportOutcome>;
 }

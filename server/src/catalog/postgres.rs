@@ -16,7 +16,8 @@ use tracing::info;
 use uuid::Uuid;
 
 use super::{
-    BlobRecord, Catalog, CatalogError, CheckpointRecord, Location, NewCheckpoint, Result,
+    BlobRecord, BranchRecord, Catalog, CatalogError, CheckpointRecord, ImportOutcome,
+    ImportedBranch, ImportedCheckpoint, Location, NewBlob, NewCheckpoint, Result, SessionImport,
     SessionRecord,
 };
 use crate::core::codec::Codec;
@@ -99,6 +100,25 @@ impl From<SessionRow> for SessionRecord {
             created_at: row.created_at,
             updated_at: row.updated_at,
             checkpoint_count: row.checkpoint_count as u64,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct BranchRow {
+    name: String,
+    head: Uuid,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<BranchRow> for BranchRecord {
+    fn from(row: BranchRow) -> Self {
+        Self {
+            name: row.name,
+            head: row.head,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
         }
     }
 }
@@ -250,19 +270,19 @@ impl PostgresCatalog {
     /// Registers new blobs and returns the stored bytes of those that were not there yet.
     async fn insert_blobs(
         tx: &mut Transaction<'static, Postgres>,
-        cp: &NewCheckpoint,
+        blobs: &[NewBlob],
     ) -> Result<i64> {
-        if cp.blobs.is_empty() {
+        if blobs.is_empty() {
             return Ok(0);
         }
-        let mut hashes = Vec::with_capacity(cp.blobs.len());
-        let mut kinds = Vec::with_capacity(cp.blobs.len());
-        let mut codecs = Vec::with_capacity(cp.blobs.len());
-        let mut raw_lens = Vec::with_capacity(cp.blobs.len());
-        let mut stored_lens = Vec::with_capacity(cp.blobs.len());
-        let mut datas: Vec<Option<Vec<u8>>> = Vec::with_capacity(cp.blobs.len());
-        let mut keys: Vec<Option<String>> = Vec::with_capacity(cp.blobs.len());
-        for blob in &cp.blobs {
+        let mut hashes = Vec::with_capacity(blobs.len());
+        let mut kinds = Vec::with_capacity(blobs.len());
+        let mut codecs = Vec::with_capacity(blobs.len());
+        let mut raw_lens = Vec::with_capacity(blobs.len());
+        let mut stored_lens = Vec::with_capacity(blobs.len());
+        let mut datas: Vec<Option<Vec<u8>>> = Vec::with_capacity(blobs.len());
+        let mut keys: Vec<Option<String>> = Vec::with_capacity(blobs.len());
+        for blob in blobs {
             hashes.push(blob.hash.0.to_vec());
             kinds.push(blob.kind as i16);
             codecs.push(blob.codec as i16);
@@ -299,6 +319,100 @@ impl PostgresCatalog {
         .fetch_one(&mut **tx)
         .await
         .map_err(classify)
+    }
+}
+
+impl PostgresCatalog {
+    /// Inserts one imported checkpoint unless present; returns whether it was inserted.
+    async fn import_checkpoint(
+        tx: &mut Transaction<'static, Postgres>,
+        session_id: i64,
+        cp: &ImportedCheckpoint,
+    ) -> Result<bool> {
+        let owner: Option<i64> =
+            sqlx::query_scalar("SELECT session_id FROM checkpoints WHERE id = $1")
+                .bind(cp.id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(classify)?;
+        match owner {
+            Some(owner) if owner == session_id => return Ok(false),
+            Some(_) => {
+                return Err(CatalogError::AlreadyExists(format!(
+                    "checkpoint {} already exists in another session",
+                    cp.id
+                )));
+            }
+            None => {}
+        }
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE sessions SET last_seq = last_seq + 1, checkpoint_count = checkpoint_count + 1, \
+             updated_at = now() WHERE id = $1 RETURNING last_seq",
+        )
+        .bind(session_id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, merge_parent_id, \
+             generation, created_at, metadata, message, manifest_root, entry_count, \
+             logical_bytes, stored_bytes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14)",
+        )
+        .bind(cp.id)
+        .bind(session_id)
+        .bind(seq)
+        .bind(&cp.branch)
+        .bind(cp.parents.first())
+        .bind(cp.parents.get(1))
+        .bind(cp.generation as i64)
+        .bind(cp.created_at)
+        .bind(&cp.metadata)
+        .bind(&cp.message)
+        .bind(cp.manifest_root.map(|h| h.0.to_vec()))
+        .bind(cp.entry_count as i64)
+        .bind(cp.logical_bytes as i64)
+        .bind(cp.stored_bytes as i64)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+        Ok(true)
+    }
+
+    /// Creates or fast-forwards one imported branch; returns whether it changed.
+    async fn import_branch(
+        tx: &mut Transaction<'static, Postgres>,
+        session_id: i64,
+        branch: &ImportedBranch,
+    ) -> Result<bool> {
+        let head: Option<Uuid> =
+            sqlx::query_scalar("SELECT head FROM branches WHERE session_id = $1 AND name = $2")
+                .bind(session_id)
+                .bind(&branch.name)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(classify)?;
+        match head {
+            Some(current) if current == branch.head => return Ok(false),
+            Some(current) if !branch.ancestors.contains(&current) => {
+                return Err(CatalogError::FailedPrecondition(format!(
+                    "branch {} has diverged: its head {current} is not in the bundle's history of {}",
+                    branch.name, branch.head
+                )));
+            }
+            _ => {}
+        }
+        sqlx::query(
+            "INSERT INTO branches (session_id, name, head) VALUES ($1, $2, $3) \
+             ON CONFLICT (session_id, name) DO UPDATE SET head = EXCLUDED.head, updated_at = now()",
+        )
+        .bind(session_id)
+        .bind(&branch.name)
+        .bind(branch.head)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+        Ok(true)
     }
 }
 
@@ -357,7 +471,7 @@ impl Catalog for PostgresCatalog {
         .fetch_one(&mut *tx)
         .await
         .map_err(classify)?;
-        let stored_bytes = Self::insert_blobs(&mut tx, &cp).await?;
+        let stored_bytes = Self::insert_blobs(&mut tx, &cp.blobs).await?;
 
         let created_at: DateTime<Utc> = sqlx::query_scalar(
             "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, generation, metadata, \
@@ -527,6 +641,43 @@ impl Catalog for PostgresCatalog {
         .await
         .map_err(classify)?;
         tx.commit().await.map_err(classify)
+    }
+
+    async fn list_branches(&self, session: &str) -> Result<Vec<BranchRecord>> {
+        let rows: Vec<BranchRow> = sqlx::query_as(
+            "SELECT b.name, b.head, b.created_at, b.updated_at FROM branches b \
+             JOIN sessions s ON s.id = b.session_id WHERE s.name = $1 ORDER BY b.name",
+        )
+        .bind(session)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows.into_iter().map(BranchRecord::from).collect())
+    }
+
+    async fn import(&self, import: SessionImport) -> Result<ImportOutcome> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let session_id = Self::lock_or_create_session(&mut tx, &import.session).await?;
+        let mut outcome = ImportOutcome {
+            stored_bytes: Self::insert_blobs(&mut tx, &import.blobs).await? as u64,
+            ..ImportOutcome::default()
+        };
+        // TODO: one statement per checkpoint; a bundle of 100,000 checkpoints would want
+        // UNNEST batches like insert_blobs.
+        for cp in &import.checkpoints {
+            if Self::import_checkpoint(&mut tx, session_id, cp).await? {
+                outcome.imported += 1;
+            } else {
+                outcome.present += 1;
+            }
+        }
+        for branch in &import.branches {
+            if Self::import_branch(&mut tx, session_id, branch).await? {
+                outcome.branches_updated += 1;
+            }
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(outcome)
     }
 
     async fn delete_session(&self, name: &str) -> Result<u64> {

@@ -17,7 +17,8 @@ use tracing::info;
 use uuid::Uuid;
 
 use super::{
-    BlobRecord, Catalog, CatalogError, CheckpointRecord, Location, NewCheckpoint, Result,
+    BlobRecord, BranchRecord, Catalog, CatalogError, CheckpointRecord, ImportOutcome,
+    ImportedBranch, ImportedCheckpoint, Location, NewBlob, NewCheckpoint, Result, SessionImport,
     SessionRecord,
 };
 use crate::core::codec::Codec;
@@ -100,6 +101,25 @@ impl From<SessionRow> for SessionRecord {
             created_at: from_micros(row.created_at),
             updated_at: from_micros(row.updated_at),
             checkpoint_count: row.checkpoint_count as u64,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct BranchRow {
+    name: String,
+    head: Uuid,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<BranchRow> for BranchRecord {
+    fn from(row: BranchRow) -> Self {
+        Self {
+            name: row.name,
+            head: row.head,
+            created_at: from_micros(row.created_at),
+            updated_at: from_micros(row.updated_at),
         }
     }
 }
@@ -248,11 +268,11 @@ impl SqliteCatalog {
 
     async fn insert_blobs(
         tx: &mut Transaction<'static, Sqlite>,
-        cp: &NewCheckpoint,
+        blobs: &[NewBlob],
         now: i64,
     ) -> Result<i64> {
         let mut stored = 0;
-        for blob in &cp.blobs {
+        for blob in blobs {
             let (data, key) = match &blob.location {
                 Location::Inline(data) => (Some(data.to_vec()), None),
                 Location::Object(key) => (None, Some(key.as_str())),
@@ -277,6 +297,104 @@ impl SqliteCatalog {
             }
         }
         Ok(stored)
+    }
+}
+
+impl SqliteCatalog {
+    /// Inserts one imported checkpoint unless present; returns whether it was inserted.
+    async fn import_checkpoint(
+        tx: &mut Transaction<'static, Sqlite>,
+        session_id: i64,
+        cp: &ImportedCheckpoint,
+        now: i64,
+    ) -> Result<bool> {
+        let owner: Option<i64> =
+            sqlx::query_scalar("SELECT session_id FROM checkpoints WHERE id = ?1")
+                .bind(cp.id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(classify)?;
+        match owner {
+            Some(owner) if owner == session_id => return Ok(false),
+            Some(_) => {
+                return Err(CatalogError::AlreadyExists(format!(
+                    "checkpoint {} already exists in another session",
+                    cp.id
+                )));
+            }
+            None => {}
+        }
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE sessions SET last_seq = last_seq + 1, checkpoint_count = checkpoint_count + 1, \
+             updated_at = ?2 WHERE id = ?1 RETURNING last_seq",
+        )
+        .bind(session_id)
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, merge_parent_id, \
+             generation, created_at, metadata, message, manifest_root, entry_count, \
+             logical_bytes, stored_bytes) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )
+        .bind(cp.id)
+        .bind(session_id)
+        .bind(seq)
+        .bind(&cp.branch)
+        .bind(cp.parents.first())
+        .bind(cp.parents.get(1))
+        .bind(cp.generation as i64)
+        .bind(cp.created_at.timestamp_micros())
+        .bind(&cp.metadata)
+        .bind(&cp.message)
+        .bind(cp.manifest_root.map(|h| h.0.to_vec()))
+        .bind(cp.entry_count as i64)
+        .bind(cp.logical_bytes as i64)
+        .bind(cp.stored_bytes as i64)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+        Ok(true)
+    }
+
+    /// Creates or fast-forwards one imported branch; returns whether it changed.
+    async fn import_branch(
+        tx: &mut Transaction<'static, Sqlite>,
+        session_id: i64,
+        branch: &ImportedBranch,
+        now: i64,
+    ) -> Result<bool> {
+        let head: Option<Uuid> =
+            sqlx::query_scalar("SELECT head FROM branches WHERE session_id = ?1 AND name = ?2")
+                .bind(session_id)
+                .bind(&branch.name)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(classify)?;
+        match head {
+            Some(current) if current == branch.head => return Ok(false),
+            Some(current) if !branch.ancestors.contains(&current) => {
+                return Err(CatalogError::FailedPrecondition(format!(
+                    "branch {} has diverged: its head {current} is not in the bundle's history of {}",
+                    branch.name, branch.head
+                )));
+            }
+            _ => {}
+        }
+        sqlx::query(
+            "INSERT INTO branches (session_id, name, head, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4) \
+             ON CONFLICT (session_id, name) DO UPDATE SET head = excluded.head, updated_at = excluded.updated_at",
+        )
+        .bind(session_id)
+        .bind(&branch.name)
+        .bind(branch.head)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+        Ok(true)
     }
 }
 
@@ -339,7 +457,7 @@ impl Catalog for SqliteCatalog {
         .fetch_one(&mut *tx)
         .await
         .map_err(classify)?;
-        let stored_bytes = Self::insert_blobs(&mut tx, &cp, now).await?;
+        let stored_bytes = Self::insert_blobs(&mut tx, &cp.blobs, now).await?;
 
         sqlx::query(
             "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, generation, created_at, \
@@ -498,6 +616,52 @@ impl Catalog for SqliteCatalog {
             .await
             .map_err(classify)?;
         tx.commit().await.map_err(classify)
+    }
+
+    async fn list_branches(&self, session: &str) -> Result<Vec<BranchRecord>> {
+        let rows: Vec<BranchRow> = sqlx::query_as(
+            "SELECT b.name, b.head, b.created_at, b.updated_at FROM branches b \
+             JOIN sessions s ON s.id = b.session_id WHERE s.name = ?1 ORDER BY b.name",
+        )
+        .bind(session)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows.into_iter().map(BranchRecord::from).collect())
+    }
+
+    async fn import(&self, import: SessionImport) -> Result<ImportOutcome> {
+        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let now = now_micros();
+        let session_id = match Self::session_id(&mut tx, &import.session).await? {
+            Some(id) => id,
+            None => sqlx::query_scalar(
+                "INSERT INTO sessions (name, created_at, updated_at) VALUES (?1, ?2, ?2) RETURNING id",
+            )
+            .bind(&import.session)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?,
+        };
+        let mut outcome = ImportOutcome {
+            stored_bytes: Self::insert_blobs(&mut tx, &import.blobs, now).await? as u64,
+            ..ImportOutcome::default()
+        };
+        for cp in &import.checkpoints {
+            if Self::import_checkpoint(&mut tx, session_id, cp, now).await? {
+                outcome.imported += 1;
+            } else {
+                outcome.present += 1;
+            }
+        }
+        for branch in &import.branches {
+            if Self::import_branch(&mut tx, session_id, branch, now).await? {
+                outcome.branches_updated += 1;
+            }
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(outcome)
     }
 
     async fn delete_session(&self, name: &str) -> Result<u64> {

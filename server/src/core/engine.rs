@@ -59,6 +59,8 @@ pub enum EngineError {
         current: Option<Uuid>,
     },
     #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
     FailedPrecondition(String),
     #[error("{0}")]
     ResourceExhausted(String),
@@ -75,6 +77,7 @@ impl From<CatalogError> for EngineError {
         match err {
             CatalogError::NotFound(what) => Self::NotFound(what),
             CatalogError::HeadMoved { branch, current } => Self::HeadMoved { branch, current },
+            CatalogError::AlreadyExists(what) => Self::AlreadyExists(what),
             CatalogError::FailedPrecondition(why) => Self::FailedPrecondition(why),
             CatalogError::Unavailable(why) => Self::Unavailable(why),
             CatalogError::Internal(why) => Self::Internal(why),
@@ -195,6 +198,17 @@ impl Engine {
     }
 
     pub(super) async fn fetch_blob(&self, record: BlobRecord) -> Result<(Hash, Bytes), BlobFault> {
+        let hash = record.hash;
+        let (_, raw) = self.fetch_verified(record).await?;
+        Ok((hash, raw))
+    }
+
+    /// A blob's stored bytes and, decoded from them and checked against its hash, its raw
+    /// bytes.
+    pub(super) async fn fetch_verified(
+        &self,
+        record: BlobRecord,
+    ) -> Result<(Bytes, Bytes), BlobFault> {
         let stored = match record.location {
             Location::Inline(bytes) => bytes,
             Location::Object(key) => self.blobs.get(&key).await.map_err(|e| match e {
@@ -205,13 +219,14 @@ impl Engine {
             })?,
         };
         let hash = record.hash;
+        let kept = stored.clone();
         let raw = tokio::task::spawn_blocking(move || {
             codec::decode(hash, record.codec, record.raw_len, stored)
         })
         .await
         .map_err(|e| BlobFault::Unavailable(e.to_string()))?
         .map_err(|e| BlobFault::Lost(hash, e.to_string()))?;
-        Ok((hash, raw))
+        Ok((kept, raw))
     }
 
     /// Registry rows of `hashes`, failing when any is absent.

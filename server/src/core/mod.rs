@@ -1,6 +1,7 @@
 //! The logic that is ours: chunking, manifests, the write and read paths. It sits on the
 //! catalog and the blob store, and knows nothing of gRPC.
 
+pub mod bundle;
 pub mod chunker;
 pub mod codec;
 pub mod hash;
@@ -9,6 +10,8 @@ pub mod validate;
 
 mod engine;
 mod read;
+mod sink;
+mod transfer;
 mod write;
 
 pub use self::engine::{Engine, EngineConfig, EngineError};

@@ -5,29 +5,19 @@
 //! Nothing a client can see exists before that transaction commits: an upload that fails or
 //! is abandoned at any earlier point leaves only unreferenced objects for the collector.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
 use uuid::Uuid;
 
 use super::chunker::Chunker;
-use super::codec::Encoded;
 use super::engine::{Engine, EngineError};
 use super::hash::Hash;
 use super::manifest::{self, ChunkRef, LeafEntry};
+use super::sink::BlobSink;
 use super::validate;
-use crate::blobs::object_key;
-use crate::catalog::{self, BlobKind, CheckpointRecord, Location, NewBlob};
-
-/// Pending chunks are deduplicated and stored once this many bytes have accumulated: large
-/// enough to make one registry lookup per batch, small enough to bound memory per upload.
-const FLUSH_BYTES: usize = 8 * 1024 * 1024;
-
-/// Below this many bytes a batch is compressed on the calling task; above it, on the blocking
-/// pool, one task per chunk, so a large upload uses every core.
-const PARALLEL_ENCODE_BYTES: usize = 256 * 1024;
+use crate::catalog::{self, BlobKind, CheckpointRecord};
 
 /// How a create's changes relate to its parent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,12 +88,7 @@ pub struct CheckpointWriter {
     edits: BTreeMap<String, Option<LeafEntry>>,
     changes: u64,
     value: Option<ValueInProgress>,
-    /// Chunks cut but not yet deduplicated or stored.
-    pending: Vec<(Hash, Bytes)>,
-    pending_bytes: usize,
-    /// Hashes already pending, stored by this writer, or known to be registered.
-    seen: HashSet<Hash>,
-    new_blobs: Vec<NewBlob>,
+    sink: BlobSink,
 }
 
 impl std::fmt::Debug for CheckpointWriter {
@@ -145,16 +130,13 @@ impl CheckpointWriter {
             });
         }
         Ok(Self {
+            sink: BlobSink::new(Arc::clone(&engine)),
             engine,
             header,
             parent,
             edits: BTreeMap::new(),
             changes: 0,
             value: None,
-            pending: Vec::new(),
-            pending_bytes: 0,
-            seen: HashSet::new(),
-            new_blobs: Vec::new(),
         })
     }
 
@@ -228,8 +210,8 @@ impl CheckpointWriter {
         if received == self.value.as_ref().map_or(0, |v| v.size) {
             self.finish_value();
         }
-        if self.pending_bytes >= FLUSH_BYTES {
-            self.flush(BlobKind::Chunk).await?;
+        if self.sink.is_full() {
+            self.sink.flush().await?;
         }
         Ok(())
     }
@@ -261,7 +243,7 @@ impl CheckpointWriter {
                 format!("declares {declared} changes but {} arrived", self.changes),
             ));
         }
-        self.flush(BlobKind::Chunk).await?;
+        self.sink.flush().await?;
 
         // The manifest: built whole for a full state, updated page by page for an increment.
         let edits = std::mem::take(&mut self.edits);
@@ -276,12 +258,9 @@ impl CheckpointWriter {
             _ => manifest::build(edits.into_values().flatten().collect()),
         };
         for page in pages {
-            if self.seen.insert(page.hash) {
-                self.pending_bytes += page.bytes.len();
-                self.pending.push((page.hash, page.bytes));
-            }
+            self.sink.queue_raw(page.hash, BlobKind::Page, page.bytes);
         }
-        self.flush(BlobKind::Page).await?;
+        self.sink.flush().await?;
 
         let checkpoint = catalog::NewCheckpoint {
             id: Uuid::now_v7(),
@@ -293,7 +272,7 @@ impl CheckpointWriter {
             manifest_root: root.as_ref().map(|r| r.page),
             entry_count: root.as_ref().map_or(0, |r| r.entries),
             logical_bytes: root.as_ref().map_or(0, |r| r.bytes),
-            blobs: self.new_blobs,
+            blobs: self.sink.into_blobs(),
         };
         // Run the transaction on its own task: a client that goes away mid-commit must not
         // leave it half-done with the session row locked.
@@ -332,89 +311,13 @@ impl CheckpointWriter {
         self.edits.insert(value.key, Some(entry));
     }
 
-    /// Hashes a chunk and queues it for storage unless this writer has seen it already.
+    /// Hashes a chunk and queues it for storage.
     fn add_pending(&mut self, chunk: Bytes) -> ChunkRef {
         let hash = Hash::of(&chunk);
         let len = chunk.len() as u64;
-        if self.seen.insert(hash) {
-            self.pending_bytes += chunk.len();
-            self.pending.push((hash, chunk));
-        }
+        self.sink.queue_raw(hash, BlobKind::Chunk, chunk);
         ChunkRef { hash, len }
     }
-
-    /// Deduplicates the pending blobs against the registry and stores the new ones.
-    async fn flush(&mut self, kind: BlobKind) -> Result<(), EngineError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        let hashes: Vec<Hash> = batch.iter().map(|(h, _)| *h).collect();
-        let existing = self.engine.catalog.existing_blobs(&hashes).await?;
-        let missing: Vec<(Hash, Bytes)> = batch
-            .into_iter()
-            .filter(|(h, _)| !existing.contains(h))
-            .collect();
-
-        let encoded = encode_all(&self.engine, missing).await?;
-        let engine = &self.engine;
-        let stored: Vec<NewBlob> = futures::stream::iter(encoded)
-            .map(|e| store_blob(engine, kind, e))
-            .buffer_unordered(engine.config.io_concurrency.max(1))
-            .try_collect()
-            .await?;
-        self.new_blobs.extend(stored);
-        Ok(())
-    }
-}
-
-/// Compresses blobs, on the blocking pool when the batch is large.
-async fn encode_all(
-    engine: &Arc<Engine>,
-    blobs: Vec<(Hash, Bytes)>,
-) -> Result<Vec<Encoded>, EngineError> {
-    let total: usize = blobs.iter().map(|(_, b)| b.len()).sum();
-    if total < PARALLEL_ENCODE_BYTES {
-        return Ok(blobs
-            .into_iter()
-            .map(|(h, b)| engine.encode(h, b))
-            .collect());
-    }
-    let tasks = blobs.into_iter().map(|(hash, raw)| {
-        let engine = Arc::clone(engine);
-        tokio::task::spawn_blocking(move || engine.encode(hash, raw))
-    });
-    futures::future::try_join_all(tasks)
-        .await
-        .map_err(|e| EngineError::Internal(format!("compression task failed: {e}")))
-}
-
-/// Puts one encoded blob where it belongs and describes it for the registry.
-async fn store_blob(
-    engine: &Engine,
-    kind: BlobKind,
-    encoded: Encoded,
-) -> Result<NewBlob, EngineError> {
-    let stored_len = encoded.stored.len() as u64;
-    let location =
-        if encoded.stored.len() <= engine.config.inline_max_bytes {
-            Location::Inline(encoded.stored)
-        } else {
-            let key = object_key(&encoded.hash, Uuid::now_v7());
-            engine.blobs.put(&key, encoded.stored).await.map_err(|e| {
-                EngineError::Unavailable(format!("storing blob {}: {e}", encoded.hash))
-            })?;
-            Location::Object(key)
-        };
-    Ok(NewBlob {
-        hash: encoded.hash,
-        kind,
-        codec: encoded.codec,
-        raw_len: encoded.raw_len,
-        stored_len,
-        location,
-    })
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> EngineError {

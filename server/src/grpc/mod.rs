@@ -19,7 +19,8 @@ use tracing::{debug, instrument};
 
 use self::status::too_large_is_exhausted;
 use crate::core::{
-    CheckpointWriter, CreateHeader, Engine, Mode, ReadEvent, ReadFilter, ReadTarget, validate,
+    CheckpointWriter, CreateHeader, Engine, EngineError, Mode, ReadEvent, ReadFilter, ReadTarget,
+    validate,
 };
 
 /// Page size when a list request names none.
@@ -40,6 +41,7 @@ impl CheckpointApi {
 }
 
 type StateStream = Pin<Box<dyn Stream<Item = Result<v1::ReadStateResponse, Status>> + Send>>;
+type BundleStream = Pin<Box<dyn Stream<Item = Result<v1::BundleData, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl CheckpointService for CheckpointApi {
@@ -296,6 +298,48 @@ impl CheckpointService for CheckpointApi {
         debug!(checkpoints = deleted, "session deleted");
         Ok(Response::new(v1::DeleteSessionResponse {
             checkpoints_deleted: deleted,
+        }))
+    }
+
+    type ExportSessionStream = BundleStream;
+
+    #[instrument(name = "session.export", skip_all, fields(session = %request.get_ref().session_id))]
+    async fn export_session(
+        &self,
+        request: Request<v1::ExportSessionRequest>,
+    ) -> Result<Response<BundleStream>, Status> {
+        let pieces = self.engine.export(&request.get_ref().session_id).await?;
+        let stream = ReceiverStream::new(pieces).map(|piece| {
+            piece
+                .map(|data| v1::BundleData { data })
+                .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    #[instrument(name = "session.import", skip_all)]
+    async fn import_session(
+        &self,
+        request: Request<Streaming<v1::BundleData>>,
+    ) -> Result<Response<v1::ImportSessionResponse>, Status> {
+        let pieces = request.into_inner().map(|piece| {
+            piece.map(|p| p.data).map_err(|status| {
+                let status = too_large_is_exhausted(status);
+                EngineError::InvalidArgument {
+                    field: "bundle".into(),
+                    reason: status.message().to_owned(),
+                }
+            })
+        });
+        let (session_id, outcome) = self.engine.import(pieces).await?;
+
+        debug!(session = %session_id, imported = outcome.imported, "session imported");
+        Ok(Response::new(v1::ImportSessionResponse {
+            session_id,
+            checkpoints_imported: outcome.imported,
+            checkpoints_present: outcome.present,
+            branches_updated: outcome.branches_updated,
+            stored_bytes: outcome.stored_bytes,
         }))
     }
 }

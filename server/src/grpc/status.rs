@@ -29,6 +29,7 @@ impl From<EngineError> for Status {
                 }
                 status
             }
+            EngineError::AlreadyExists(what) => Status::already_exists(what),
             EngineError::FailedPrecondition(why) => Status::failed_precondition(why),
             EngineError::ResourceExhausted(why) => Status::resource_exhausted(why),
             EngineError::DataLoss(why) => {

@@ -1,0 +1,185 @@
+//! Where new blobs wait for their commit: deduplicated against the registry in batches,
+//! compressed, and stored inline or in the object store. Used by creates and by imports.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use uuid::Uuid;
+
+use super::codec::Encoded;
+use super::engine::{Engine, EngineError};
+use super::hash::Hash;
+use crate::blobs::object_key;
+use crate::catalog::{BlobKind, Location, NewBlob};
+
+/// Queued blobs are deduplicated and stored once this many bytes have accumulated: large
+/// enough to make one registry lookup per batch, small enough to bound memory per call.
+const FLUSH_BYTES: usize = 8 * 1024 * 1024;
+
+/// Below this many bytes a batch is compressed on the calling task; above it, on the blocking
+/// pool, one task per blob, so a large upload uses every core.
+const PARALLEL_ENCODE_BYTES: usize = 256 * 1024;
+
+enum Pending {
+    Raw(Bytes),
+    Encoded(Encoded),
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        match self {
+            Pending::Raw(raw) => raw.len(),
+            Pending::Encoded(e) => e.stored.len(),
+        }
+    }
+}
+
+/// Collects the blobs one commit will register.
+pub(super) struct BlobSink {
+    engine: Arc<Engine>,
+    pending: Vec<(Hash, BlobKind, Pending)>,
+    pending_bytes: usize,
+    /// Hashes already queued, stored by this sink, or known to be registered.
+    seen: HashSet<Hash>,
+    stored: Vec<NewBlob>,
+}
+
+impl BlobSink {
+    pub(super) fn new(engine: Arc<Engine>) -> Self {
+        Self {
+            engine,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            seen: HashSet::new(),
+            stored: Vec::new(),
+        }
+    }
+
+    /// Queues raw bytes whose hash is `hash`, unless this sink has seen them.
+    pub(super) fn queue_raw(&mut self, hash: Hash, kind: BlobKind, raw: Bytes) {
+        self.queue(hash, kind, Pending::Raw(raw));
+    }
+
+    /// Queues an already encoded blob, unless this sink has seen it.
+    pub(super) fn queue_encoded(&mut self, kind: BlobKind, encoded: Encoded) {
+        self.queue(encoded.hash, kind, Pending::Encoded(encoded));
+    }
+
+    fn queue(&mut self, hash: Hash, kind: BlobKind, blob: Pending) {
+        if self.seen.insert(hash) {
+            self.pending_bytes += blob.len();
+            self.pending.push((hash, kind, blob));
+        }
+    }
+
+    /// Whether enough is queued that the caller should flush.
+    pub(super) fn is_full(&self) -> bool {
+        self.pending_bytes >= FLUSH_BYTES
+    }
+
+    /// Deduplicates the queued blobs against the registry and stores the new ones.
+    pub(super) async fn flush(&mut self) -> Result<(), EngineError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let hashes: Vec<Hash> = batch.iter().map(|(h, _, _)| *h).collect();
+        let existing = self.engine.catalog.existing_blobs(&hashes).await?;
+        let missing: Vec<(BlobKind, Hashed)> = batch
+            .into_iter()
+            .filter(|(h, _, _)| !existing.contains(h))
+            .map(|(h, k, p)| (k, with_hash(h, p)))
+            .collect();
+
+        let encoded = encode_all(&self.engine, missing).await?;
+        let engine = &self.engine;
+        let stored: Vec<NewBlob> = futures::stream::iter(encoded)
+            .map(|(kind, e)| store_blob(engine, kind, e))
+            .buffer_unordered(engine.config.io_concurrency.max(1))
+            .try_collect()
+            .await?;
+        self.stored.extend(stored);
+        Ok(())
+    }
+
+    /// The blobs stored so far; call after a final [`Self::flush`].
+    pub(super) fn into_blobs(self) -> Vec<NewBlob> {
+        self.stored
+    }
+}
+
+/// A raw blob paired with its hash until it is encoded.
+enum Hashed {
+    Raw(Hash, Bytes),
+    Encoded(Encoded),
+}
+
+fn with_hash(hash: Hash, pending: Pending) -> Hashed {
+    match pending {
+        Pending::Raw(raw) => Hashed::Raw(hash, raw),
+        Pending::Encoded(e) => Hashed::Encoded(e),
+    }
+}
+
+/// Compresses raw blobs, on the blocking pool when the batch is large.
+async fn encode_all(
+    engine: &Arc<Engine>,
+    blobs: Vec<(BlobKind, Hashed)>,
+) -> Result<Vec<(BlobKind, Encoded)>, EngineError> {
+    let raw_bytes: usize = blobs
+        .iter()
+        .map(|(_, b)| match b {
+            Hashed::Raw(_, raw) => raw.len(),
+            Hashed::Encoded(_) => 0,
+        })
+        .sum();
+    if raw_bytes < PARALLEL_ENCODE_BYTES {
+        return Ok(blobs
+            .into_iter()
+            .map(|(kind, b)| match b {
+                Hashed::Raw(hash, raw) => (kind, engine.encode(hash, raw)),
+                Hashed::Encoded(e) => (kind, e),
+            })
+            .collect());
+    }
+    let tasks = blobs.into_iter().map(|(kind, b)| {
+        let engine = Arc::clone(engine);
+        tokio::task::spawn_blocking(move || match b {
+            Hashed::Raw(hash, raw) => (kind, engine.encode(hash, raw)),
+            Hashed::Encoded(e) => (kind, e),
+        })
+    });
+    futures::future::try_join_all(tasks)
+        .await
+        .map_err(|e| EngineError::Internal(format!("compression task failed: {e}")))
+}
+
+/// Puts one encoded blob where it belongs and describes it for the registry.
+async fn store_blob(
+    engine: &Engine,
+    kind: BlobKind,
+    encoded: Encoded,
+) -> Result<NewBlob, EngineError> {
+    let stored_len = encoded.stored.len() as u64;
+    let location =
+        if encoded.stored.len() <= engine.config.inline_max_bytes {
+            Location::Inline(encoded.stored)
+        } else {
+            let key = object_key(&encoded.hash, Uuid::now_v7());
+            engine.blobs.put(&key, encoded.stored).await.map_err(|e| {
+                EngineError::Unavailable(format!("storing blob {}: {e}", encoded.hash))
+            })?;
+            Location::Object(key)
+        };
+    Ok(NewBlob {
+        hash: encoded.hash,
+        kind,
+        codec: encoded.codec,
+        raw_len: encoded.raw_len,
+        stored_len,
+        location,
+    })
+}
