@@ -20,6 +20,7 @@ mod error;
 pub mod json;
 mod model;
 mod read;
+mod refs;
 pub mod replay;
 mod transfer;
 mod write;
@@ -28,5 +29,9 @@ pub use client::{Client, MAX_MESSAGE_BYTES, UNARY_LIMIT};
 pub use error::Error;
 pub use model::{Checkpoint, Page, Session, State, Summary};
 pub use read::{EntryHeader, ReadFilter, StateReader, Target};
+pub use refs::{
+    Branch, Conflict, ConflictKind, DiffEntry, DiffKind, MergeOptions, MergeOutcome, MergeResult,
+    MergeStrategy, RefLogEntry, Resolution, Tag,
+};
 pub use transfer::ImportReport;
 pub use write::{Changes, NewCheckpoint, Op, UPLOAD_PIECE_BYTES, diff};

@@ -115,7 +115,10 @@ where
     wire.into_iter().map(T::try_from).collect()
 }
 
-fn timestamp(field: &str, ts: Option<prost_types::Timestamp>) -> Result<DateTime<Utc>, Error> {
+pub(crate) fn timestamp(
+    field: &str,
+    ts: Option<prost_types::Timestamp>,
+) -> Result<DateTime<Utc>, Error> {
     let ts = ts.ok_or_else(|| missing(field))?;
     let nanos = u32::try_from(ts.nanos).ok();
     nanos

@@ -39,6 +39,7 @@ fn new_cp(session: &str, branch: &str, parent: Option<Uuid>) -> NewCheckpoint {
         session: session.into(),
         branch: branch.into(),
         parent,
+        merge_parent: None,
         metadata: r#"{"k":"v"}"#.into(),
         message: "msg".into(),
         manifest_root: None,

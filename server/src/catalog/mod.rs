@@ -83,6 +83,8 @@ pub struct NewCheckpoint {
     pub branch: String,
     /// Must be the branch's current head; `None` when the branch has no checkpoint yet.
     pub parent: Option<Uuid>,
+    /// The second parent of a merge.
+    pub merge_parent: Option<Uuid>,
     /// Canonical JSON text of a JSON object.
     pub metadata: String,
     pub message: String,
@@ -117,6 +119,53 @@ pub struct BranchRecord {
     pub head: Uuid,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What kind of ref a ref-log entry is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefKind {
+    Branch = 0,
+    Tag = 1,
+}
+
+impl RefKind {
+    pub fn from_i64(value: i64) -> Option<Self> {
+        match value {
+            0 => Some(Self::Branch),
+            1 => Some(Self::Tag),
+            _ => None,
+        }
+    }
+}
+
+/// A tag and the checkpoint it names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TagRecord {
+    pub name: String,
+    pub checkpoint: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One recorded move of a branch head or a tag.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefLogRecord {
+    pub id: i64,
+    pub kind: RefKind,
+    pub name: String,
+    pub old: Option<Uuid>,
+    pub new: Option<Uuid>,
+    pub op: String,
+    pub actor: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// A checkpoint's place in the history graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Edge {
+    pub id: Uuid,
+    pub parents: Vec<Uuid>,
+    pub generation: u64,
 }
 
 /// A checkpoint arriving from a bundle, with the id and times it was created with.
@@ -240,4 +289,64 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// session fails with [`CatalogError::AlreadyExists`], a diverged branch with
     /// [`CatalogError::FailedPrecondition`].
     async fn import(&self, import: SessionImport) -> Result<ImportOutcome>;
+
+    /// Checkpoints by id, in no particular order; unknown ids are left out.
+    async fn checkpoints(&self, ids: &[Uuid]) -> Result<Vec<CheckpointRecord>>;
+
+    /// `from` and its ancestors (through first parents only, or all parents) with a sequence
+    /// below `before`, newest first. The walk stops where a parent was deleted.
+    async fn ancestry(
+        &self,
+        from: Uuid,
+        first_parent: bool,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>>;
+
+    /// The history graph above `roots`: every ancestor reachable through checkpoints whose
+    /// generation is at least `min_generation` (those below are listed but not followed).
+    async fn edges(&self, roots: &[Uuid], min_generation: u64) -> Result<Vec<Edge>>;
+
+    async fn branch(&self, session: &str, name: &str) -> Result<Option<BranchRecord>>;
+
+    /// Creates a branch at a checkpoint of the session.
+    async fn create_branch(&self, session: &str, name: &str, at: Uuid) -> Result<BranchRecord>;
+
+    /// Moves a branch from `expected` to `to`, a checkpoint of the same session
+    /// ([`CatalogError::HeadMoved`] when the head is not `expected`). `op` goes to the ref-log.
+    async fn move_branch(
+        &self,
+        session: &str,
+        name: &str,
+        expected: Uuid,
+        to: Uuid,
+        op: &str,
+    ) -> Result<()>;
+
+    /// Deletes a branch; with `expected`, only if its head is still that checkpoint.
+    async fn delete_branch(&self, session: &str, name: &str, expected: Option<Uuid>) -> Result<()>;
+
+    /// Binds a tag to a checkpoint of the session. With `expected: None` the tag must not
+    /// exist ([`CatalogError::AlreadyExists`]); with `Some(id)` it must name `id` now.
+    async fn set_tag(
+        &self,
+        session: &str,
+        name: &str,
+        to: Uuid,
+        expected: Option<Uuid>,
+    ) -> Result<()>;
+
+    async fn delete_tag(&self, session: &str, name: &str) -> Result<()>;
+
+    async fn list_tags(&self, session: &str) -> Result<Vec<TagRecord>>;
+
+    /// A ref's recorded moves with ids below `before`, newest first.
+    async fn ref_log(
+        &self,
+        session: &str,
+        kind: RefKind,
+        name: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<RefLogRecord>>;
 }

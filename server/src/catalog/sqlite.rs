@@ -17,9 +17,9 @@ use tracing::info;
 use uuid::Uuid;
 
 use super::{
-    BlobRecord, BranchRecord, Catalog, CatalogError, CheckpointRecord, ImportOutcome,
-    ImportedBranch, ImportedCheckpoint, Location, NewBlob, NewCheckpoint, Result, SessionImport,
-    SessionRecord,
+    BlobRecord, BranchRecord, Catalog, CatalogError, CheckpointRecord, Edge, ImportOutcome,
+    ImportedBranch, ImportedCheckpoint, Location, NewBlob, NewCheckpoint, RefKind, RefLogRecord,
+    Result, SessionImport, SessionRecord, TagRecord,
 };
 use crate::core::codec::Codec;
 use crate::core::hash::Hash;
@@ -125,6 +125,34 @@ impl From<BranchRow> for BranchRecord {
 }
 
 #[derive(sqlx::FromRow)]
+struct TagRow {
+    name: String,
+    checkpoint_id: Uuid,
+    created_at: i64,
+    updated_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct RefLogRow {
+    id: i64,
+    ref_kind: i64,
+    ref_name: String,
+    old_head: Option<Uuid>,
+    new_head: Option<Uuid>,
+    op: String,
+    actor: Option<String>,
+    created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct EdgeRow {
+    id: Uuid,
+    parent_id: Option<Uuid>,
+    merge_parent_id: Option<Uuid>,
+    generation: i64,
+}
+
+#[derive(sqlx::FromRow)]
 struct BlobRow {
     hash: Vec<u8>,
     codec: i64,
@@ -167,6 +195,16 @@ fn from_micros(micros: i64) -> DateTime<Utc> {
 /// The hashes as a JSON array of hex strings, for `json_each` (SQLite has no array binds).
 fn hex_array(hashes: &[Hash]) -> String {
     serde_json::Value::from(hashes.iter().map(Hash::to_hex).collect::<Vec<_>>()).to_string()
+}
+
+/// The ids as a JSON array of hex strings, for `json_each`.
+fn uuid_array(ids: &[Uuid]) -> String {
+    serde_json::Value::from(
+        ids.iter()
+            .map(|id| id.simple().to_string())
+            .collect::<Vec<_>>(),
+    )
+    .to_string()
 }
 
 /// The catalog in a SQLite file.
@@ -247,23 +285,25 @@ impl SqliteCatalog {
                 current: head,
             });
         }
-        let Some(parent) = cp.parent else {
-            return Ok(1);
-        };
-        let generation: Option<i64> = sqlx::query_scalar(
-            "SELECT generation FROM checkpoints WHERE id = ?1 AND session_id = ?2",
-        )
-        .bind(parent)
-        .bind(session_id)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(classify)?;
-        generation.map(|g| g + 1).ok_or_else(|| {
-            CatalogError::NotFound(format!(
-                "parent checkpoint {parent} in session {}",
-                cp.session
-            ))
-        })
+        let mut generation = 1;
+        for parent in cp.parent.iter().chain(&cp.merge_parent) {
+            let parent_generation: Option<i64> = sqlx::query_scalar(
+                "SELECT generation FROM checkpoints WHERE id = ?1 AND session_id = ?2",
+            )
+            .bind(parent)
+            .bind(session_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(classify)?;
+            let parent_generation = parent_generation.ok_or_else(|| {
+                CatalogError::NotFound(format!(
+                    "parent checkpoint {parent} in session {}",
+                    cp.session
+                ))
+            })?;
+            generation = generation.max(parent_generation + 1);
+        }
+        Ok(generation)
     }
 
     async fn insert_blobs(
@@ -301,6 +341,72 @@ impl SqliteCatalog {
 }
 
 impl SqliteCatalog {
+    /// Records a ref move in the ref-log, inside the transaction that makes it.
+    #[allow(clippy::too_many_arguments)]
+    async fn log_ref(
+        tx: &mut Transaction<'static, Sqlite>,
+        session_id: i64,
+        kind: RefKind,
+        name: &str,
+        old: Option<Uuid>,
+        new: Option<Uuid>,
+        op: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO ref_log (session_id, ref_kind, ref_name, old_head, new_head, op, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(session_id)
+        .bind(kind as i64)
+        .bind(name)
+        .bind(old)
+        .bind(new)
+        .bind(op)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn existing_session(tx: &mut Transaction<'static, Sqlite>, name: &str) -> Result<i64> {
+        Self::session_id(tx, name)
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(format!("session {name}")))
+    }
+
+    async fn require_checkpoint(
+        tx: &mut Transaction<'static, Sqlite>,
+        session_id: i64,
+        session: &str,
+        id: Uuid,
+    ) -> Result<()> {
+        let found: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM checkpoints WHERE id = ?1 AND session_id = ?2")
+                .bind(id)
+                .bind(session_id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(classify)?;
+        found
+            .map(|_| ())
+            .ok_or_else(|| CatalogError::NotFound(format!("checkpoint {id} in session {session}")))
+    }
+
+    async fn head_of(
+        tx: &mut Transaction<'static, Sqlite>,
+        session_id: i64,
+        name: &str,
+    ) -> Result<Option<Uuid>> {
+        sqlx::query_scalar("SELECT head FROM branches WHERE session_id = ?1 AND name = ?2")
+            .bind(session_id)
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(classify)
+    }
+
     /// Inserts one imported checkpoint unless present; returns whether it was inserted.
     async fn import_checkpoint(
         tx: &mut Transaction<'static, Sqlite>,
@@ -394,6 +500,17 @@ impl SqliteCatalog {
         .execute(&mut **tx)
         .await
         .map_err(classify)?;
+        Self::log_ref(
+            tx,
+            session_id,
+            RefKind::Branch,
+            &branch.name,
+            head,
+            Some(branch.head),
+            "import",
+            now,
+        )
+        .await?;
         Ok(true)
     }
 }
@@ -460,9 +577,9 @@ impl Catalog for SqliteCatalog {
         let stored_bytes = Self::insert_blobs(&mut tx, &cp.blobs, now).await?;
 
         sqlx::query(
-            "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, generation, created_at, \
-             metadata, message, manifest_root, entry_count, logical_bytes, stored_bytes) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, merge_parent_id, \
+             generation, created_at, metadata, message, manifest_root, entry_count, logical_bytes, \
+             stored_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?14, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )
         .bind(cp.id)
         .bind(session_id)
@@ -477,6 +594,7 @@ impl Catalog for SqliteCatalog {
         .bind(cp.entry_count as i64)
         .bind(cp.logical_bytes as i64)
         .bind(stored_bytes)
+        .bind(cp.merge_parent)
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
@@ -491,6 +609,22 @@ impl Catalog for SqliteCatalog {
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
+        let op = if cp.merge_parent.is_some() {
+            "merge"
+        } else {
+            "commit"
+        };
+        Self::log_ref(
+            &mut tx,
+            session_id,
+            RefKind::Branch,
+            &cp.branch,
+            cp.parent,
+            Some(cp.id),
+            op,
+            now,
+        )
+        .await?;
 
         tx.commit().await.map_err(classify)?;
         Ok(CheckpointRecord {
@@ -498,7 +632,7 @@ impl Catalog for SqliteCatalog {
             session: cp.session,
             seq: seq as u64,
             branch: cp.branch,
-            parents: cp.parent.into_iter().collect(),
+            parents: cp.parent.into_iter().chain(cp.merge_parent).collect(),
             generation: generation as u64,
             created_at: from_micros(now),
             metadata: cp.metadata,
@@ -604,6 +738,18 @@ impl Catalog for SqliteCatalog {
                 heads.join(", ")
             )));
         }
+        let tags: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM tags WHERE checkpoint_id = ?1 ORDER BY name")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?;
+        if !tags.is_empty() {
+            return Err(CatalogError::FailedPrecondition(format!(
+                "checkpoint {id} is tagged {}; remove the tag first",
+                tags.join(", ")
+            )));
+        }
         sqlx::query("DELETE FROM checkpoints WHERE id = ?1")
             .bind(id)
             .execute(&mut *tx)
@@ -662,6 +808,354 @@ impl Catalog for SqliteCatalog {
         }
         tx.commit().await.map_err(classify)?;
         Ok(outcome)
+    }
+
+    async fn checkpoints(&self, ids: &[Uuid]) -> Result<Vec<CheckpointRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints c JOIN sessions s ON s.id = c.session_id \
+             WHERE c.id IN (SELECT unhex(value) FROM json_each(?1))"
+        );
+        let rows: Vec<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(uuid_array(ids))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(classify)?;
+        rows.into_iter().map(CheckpointRecord::try_from).collect()
+    }
+
+    async fn ancestry(
+        &self,
+        from: Uuid,
+        first_parent: bool,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>> {
+        // Parents always commit before their children, so sequence order is history order.
+        let steps = if first_parent {
+            "SELECT c.parent_id FROM ancestry a JOIN checkpoints c ON c.id = a.id WHERE c.parent_id IS NOT NULL"
+        } else {
+            "SELECT c.parent_id FROM ancestry a JOIN checkpoints c ON c.id = a.id WHERE c.parent_id IS NOT NULL \
+             UNION \
+             SELECT c.merge_parent_id FROM ancestry a JOIN checkpoints c ON c.id = a.id \
+             WHERE c.merge_parent_id IS NOT NULL"
+        };
+        let sql = format!(
+            "WITH RECURSIVE ancestry(id) AS (SELECT ?1 UNION {steps}) \
+             SELECT {CHECKPOINT_COLUMNS} FROM ancestry a \
+             JOIN checkpoints c ON c.id = a.id JOIN sessions s ON s.id = c.session_id \
+             WHERE (?2 IS NULL OR c.seq < ?2) ORDER BY c.seq DESC LIMIT ?3"
+        );
+        let rows: Vec<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(from)
+            .bind(before.map(|b| b as i64))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(classify)?;
+        rows.into_iter().map(CheckpointRecord::try_from).collect()
+    }
+
+    async fn edges(&self, roots: &[Uuid], min_generation: u64) -> Result<Vec<Edge>> {
+        let rows: Vec<EdgeRow> = sqlx::query_as(
+            "WITH RECURSIVE ancestry(id) AS ( \
+                 SELECT unhex(value) FROM json_each(?1) \
+                 UNION \
+                 SELECT c.parent_id FROM ancestry a JOIN checkpoints c ON c.id = a.id \
+                 WHERE c.parent_id IS NOT NULL AND c.generation >= ?2 \
+                 UNION \
+                 SELECT c.merge_parent_id FROM ancestry a JOIN checkpoints c ON c.id = a.id \
+                 WHERE c.merge_parent_id IS NOT NULL AND c.generation >= ?2) \
+             SELECT c.id, c.parent_id, c.merge_parent_id, c.generation \
+             FROM ancestry a JOIN checkpoints c ON c.id = a.id",
+        )
+        .bind(uuid_array(roots))
+        .bind(min_generation as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Edge {
+                id: r.id,
+                parents: r.parent_id.into_iter().chain(r.merge_parent_id).collect(),
+                generation: r.generation as u64,
+            })
+            .collect())
+    }
+
+    async fn branch(&self, session: &str, name: &str) -> Result<Option<BranchRecord>> {
+        let row: Option<BranchRow> = sqlx::query_as(
+            "SELECT b.name, b.head, b.created_at, b.updated_at FROM branches b \
+             JOIN sessions s ON s.id = b.session_id WHERE s.name = ?1 AND b.name = ?2",
+        )
+        .bind(session)
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(row.map(BranchRecord::from))
+    }
+
+    async fn create_branch(&self, session: &str, name: &str, at: Uuid) -> Result<BranchRecord> {
+        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let now = now_micros();
+        let session_id = Self::existing_session(&mut tx, session).await?;
+        Self::require_checkpoint(&mut tx, session_id, session, at).await?;
+        let row: Option<BranchRow> = sqlx::query_as(
+            "INSERT INTO branches (session_id, name, head, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4) \
+             ON CONFLICT (session_id, name) DO NOTHING RETURNING name, head, created_at, updated_at",
+        )
+        .bind(session_id)
+        .bind(name)
+        .bind(at)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let row = row.ok_or_else(|| {
+            CatalogError::AlreadyExists(format!("branch {name} of session {session}"))
+        })?;
+        Self::log_ref(
+            &mut tx,
+            session_id,
+            RefKind::Branch,
+            name,
+            None,
+            Some(at),
+            "create",
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(BranchRecord::from(row))
+    }
+
+    async fn move_branch(
+        &self,
+        session: &str,
+        name: &str,
+        expected: Uuid,
+        to: Uuid,
+        op: &str,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let now = now_micros();
+        let session_id = Self::existing_session(&mut tx, session).await?;
+        let head = Self::head_of(&mut tx, session_id, name)
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(format!("branch {name} of session {session}")))?;
+        if head != expected {
+            return Err(CatalogError::HeadMoved {
+                branch: name.to_owned(),
+                current: Some(head),
+            });
+        }
+        Self::require_checkpoint(&mut tx, session_id, session, to).await?;
+        sqlx::query(
+            "UPDATE branches SET head = ?3, updated_at = ?4 WHERE session_id = ?1 AND name = ?2",
+        )
+        .bind(session_id)
+        .bind(name)
+        .bind(to)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        Self::log_ref(
+            &mut tx,
+            session_id,
+            RefKind::Branch,
+            name,
+            Some(head),
+            Some(to),
+            op,
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn delete_branch(&self, session: &str, name: &str, expected: Option<Uuid>) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let now = now_micros();
+        let session_id = Self::existing_session(&mut tx, session).await?;
+        let head = Self::head_of(&mut tx, session_id, name)
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(format!("branch {name} of session {session}")))?;
+        if expected.is_some_and(|e| e != head) {
+            return Err(CatalogError::HeadMoved {
+                branch: name.to_owned(),
+                current: Some(head),
+            });
+        }
+        sqlx::query("DELETE FROM branches WHERE session_id = ?1 AND name = ?2")
+            .bind(session_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        Self::log_ref(
+            &mut tx,
+            session_id,
+            RefKind::Branch,
+            name,
+            Some(head),
+            None,
+            "delete",
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn set_tag(
+        &self,
+        session: &str,
+        name: &str,
+        to: Uuid,
+        expected: Option<Uuid>,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let now = now_micros();
+        let session_id = Self::existing_session(&mut tx, session).await?;
+        Self::require_checkpoint(&mut tx, session_id, session, to).await?;
+        let current: Option<Uuid> = sqlx::query_scalar(
+            "SELECT checkpoint_id FROM tags WHERE session_id = ?1 AND name = ?2",
+        )
+        .bind(session_id)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        match (current, expected) {
+            (Some(c), None) => {
+                return Err(CatalogError::AlreadyExists(format!(
+                    "tag {name} of session {session} (it names {c}; move it explicitly)"
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(CatalogError::NotFound(format!(
+                    "tag {name} of session {session}"
+                )));
+            }
+            (Some(c), Some(e)) if c != e => {
+                return Err(CatalogError::FailedPrecondition(format!(
+                    "tag {name} names {c}, not {e}"
+                )));
+            }
+            _ => {}
+        }
+        sqlx::query(
+            "INSERT INTO tags (session_id, name, checkpoint_id, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4) \
+             ON CONFLICT (session_id, name) DO UPDATE SET checkpoint_id = excluded.checkpoint_id, updated_at = excluded.updated_at",
+        )
+        .bind(session_id)
+        .bind(name)
+        .bind(to)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        Self::log_ref(
+            &mut tx,
+            session_id,
+            RefKind::Tag,
+            name,
+            current,
+            Some(to),
+            "tag",
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn delete_tag(&self, session: &str, name: &str) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let now = now_micros();
+        let session_id = Self::existing_session(&mut tx, session).await?;
+        let removed: Option<Uuid> = sqlx::query_scalar(
+            "DELETE FROM tags WHERE session_id = ?1 AND name = ?2 RETURNING checkpoint_id",
+        )
+        .bind(session_id)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let removed = removed
+            .ok_or_else(|| CatalogError::NotFound(format!("tag {name} of session {session}")))?;
+        Self::log_ref(
+            &mut tx,
+            session_id,
+            RefKind::Tag,
+            name,
+            Some(removed),
+            None,
+            "untag",
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn list_tags(&self, session: &str) -> Result<Vec<TagRecord>> {
+        let rows: Vec<TagRow> = sqlx::query_as(
+            "SELECT t.name, t.checkpoint_id, t.created_at, t.updated_at FROM tags t \
+             JOIN sessions s ON s.id = t.session_id WHERE s.name = ?1 ORDER BY t.name",
+        )
+        .bind(session)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TagRecord {
+                name: r.name,
+                checkpoint: r.checkpoint_id,
+                created_at: from_micros(r.created_at),
+                updated_at: from_micros(r.updated_at),
+            })
+            .collect())
+    }
+
+    async fn ref_log(
+        &self,
+        session: &str,
+        kind: RefKind,
+        name: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<RefLogRecord>> {
+        let rows: Vec<RefLogRow> = sqlx::query_as(
+            "SELECT r.id, r.ref_kind, r.ref_name, r.old_head, r.new_head, r.op, r.actor, r.created_at \
+             FROM ref_log r JOIN sessions s ON s.id = r.session_id \
+             WHERE s.name = ?1 AND r.ref_kind = ?2 AND r.ref_name = ?3 AND (?4 IS NULL OR r.id < ?4) \
+             ORDER BY r.id DESC LIMIT ?5",
+        )
+        .bind(session)
+        .bind(kind as i64)
+        .bind(name)
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RefLogRecord {
+                id: r.id,
+                kind: RefKind::from_i64(r.ref_kind).unwrap_or(RefKind::Branch),
+                name: r.ref_name,
+                old: r.old_head,
+                new: r.new_head,
+                op: r.op,
+                actor: r.actor,
+                at: from_micros(r.created_at),
+            })
+            .collect())
     }
 
     async fn delete_session(&self, name: &str) -> Result<u64> {

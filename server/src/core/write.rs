@@ -267,6 +267,7 @@ impl CheckpointWriter {
             session: self.header.session,
             branch: self.header.branch,
             parent: self.header.parent,
+            merge_parent: None,
             metadata: self.header.metadata,
             message: self.header.message,
             manifest_root: root.as_ref().map(|r| r.page),

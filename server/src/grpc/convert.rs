@@ -38,3 +38,40 @@ pub(crate) fn session(s: SessionRecord) -> v1::Session {
         checkpoint_count: s.checkpoint_count,
     }
 }
+
+pub(crate) fn branch(session: &str, b: crate::catalog::BranchRecord) -> v1::Branch {
+    v1::Branch {
+        session_id: session.to_owned(),
+        name: b.name,
+        head: b.head.to_string(),
+        create_time: Some(timestamp(b.created_at)),
+        update_time: Some(timestamp(b.updated_at)),
+    }
+}
+
+pub(crate) fn tag(session: &str, t: crate::catalog::TagRecord) -> v1::Tag {
+    v1::Tag {
+        session_id: session.to_owned(),
+        name: t.name,
+        checkpoint_id: t.checkpoint.to_string(),
+        create_time: Some(timestamp(t.created_at)),
+        update_time: Some(timestamp(t.updated_at)),
+    }
+}
+
+pub(crate) fn ref_log(r: crate::catalog::RefLogRecord) -> v1::RefLogEntry {
+    let kind = match r.kind {
+        crate::catalog::RefKind::Branch => v1::RefKind::Branch,
+        crate::catalog::RefKind::Tag => v1::RefKind::Tag,
+    };
+    v1::RefLogEntry {
+        id: r.id,
+        kind: kind as i32,
+        name: r.name,
+        old_head: r.old.map(|u| u.to_string()).unwrap_or_default(),
+        new_head: r.new.map(|u| u.to_string()).unwrap_or_default(),
+        operation: r.op,
+        actor: r.actor.unwrap_or_default(),
+        time: Some(timestamp(r.at)),
+    }
+}

@@ -2,6 +2,7 @@
 //! outcome to a response or a status.
 
 mod convert;
+mod refs;
 mod status;
 
 use std::pin::Pin;
@@ -299,6 +300,140 @@ impl CheckpointService for CheckpointApi {
         Ok(Response::new(v1::DeleteSessionResponse {
             checkpoints_deleted: deleted,
         }))
+    }
+
+    async fn create_branch(
+        &self,
+        request: Request<v1::CreateBranchRequest>,
+    ) -> Result<Response<v1::Branch>, Status> {
+        refs::create_branch(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_branch(
+        &self,
+        request: Request<v1::GetBranchRequest>,
+    ) -> Result<Response<v1::Branch>, Status> {
+        refs::get_branch(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_branches(
+        &self,
+        request: Request<v1::ListBranchesRequest>,
+    ) -> Result<Response<v1::ListBranchesResponse>, Status> {
+        refs::list_branches(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_branch(
+        &self,
+        request: Request<v1::DeleteBranchRequest>,
+    ) -> Result<Response<v1::DeleteBranchResponse>, Status> {
+        refs::delete_branch(&self.engine, request.into_inner()).await?;
+        Ok(Response::new(v1::DeleteBranchResponse {}))
+    }
+
+    async fn reset_branch(
+        &self,
+        request: Request<v1::ResetBranchRequest>,
+    ) -> Result<Response<v1::Branch>, Status> {
+        refs::reset_branch(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_ref_log(
+        &self,
+        request: Request<v1::ListRefLogRequest>,
+    ) -> Result<Response<v1::ListRefLogResponse>, Status> {
+        refs::list_ref_log(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn fork_session(
+        &self,
+        request: Request<v1::ForkSessionRequest>,
+    ) -> Result<Response<v1::Checkpoint>, Status> {
+        refs::fork_session(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn set_tag(
+        &self,
+        request: Request<v1::SetTagRequest>,
+    ) -> Result<Response<v1::Tag>, Status> {
+        refs::set_tag(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_tag(
+        &self,
+        request: Request<v1::DeleteTagRequest>,
+    ) -> Result<Response<v1::DeleteTagResponse>, Status> {
+        refs::delete_tag(&self.engine, request.into_inner()).await?;
+        Ok(Response::new(v1::DeleteTagResponse {}))
+    }
+
+    async fn list_tags(
+        &self,
+        request: Request<v1::ListTagsRequest>,
+    ) -> Result<Response<v1::ListTagsResponse>, Status> {
+        refs::list_tags(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[instrument(name = "history.get", skip_all)]
+    async fn get_history(
+        &self,
+        request: Request<v1::GetHistoryRequest>,
+    ) -> Result<Response<v1::GetHistoryResponse>, Status> {
+        refs::get_history(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn is_ancestor(
+        &self,
+        request: Request<v1::IsAncestorRequest>,
+    ) -> Result<Response<v1::IsAncestorResponse>, Status> {
+        let is_ancestor = refs::is_ancestor(&self.engine, request.into_inner()).await?;
+        Ok(Response::new(v1::IsAncestorResponse { is_ancestor }))
+    }
+
+    async fn get_merge_base(
+        &self,
+        request: Request<v1::GetMergeBaseRequest>,
+    ) -> Result<Response<v1::GetMergeBaseResponse>, Status> {
+        let merge_base_ids = refs::merge_base(&self.engine, request.into_inner()).await?;
+        Ok(Response::new(v1::GetMergeBaseResponse { merge_base_ids }))
+    }
+
+    #[instrument(name = "checkpoint.diff", skip_all)]
+    async fn diff(
+        &self,
+        request: Request<v1::DiffRequest>,
+    ) -> Result<Response<v1::DiffResponse>, Status> {
+        refs::diff(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[instrument(name = "checkpoint.merge", skip_all, fields(session = %request.get_ref().session_id))]
+    async fn merge(
+        &self,
+        request: Request<v1::MergeRequest>,
+    ) -> Result<Response<v1::MergeResponse>, Status> {
+        refs::merge(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type ExportSessionStream = BundleStream;
