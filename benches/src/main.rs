@@ -1,3 +1,62 @@
-#![allow(dead_code)]
+//! ckpt-bench: a ghz-style load generator for checkpointd. `ckpt-bench run` drives one call at
+//! a fixed concurrency (optionally a fixed rate) for a number of calls or a duration, and
+//! reports latency percentiles, a histogram, throughput and status codes as text or JSON.
+
+mod calls;
 mod payload;
-fn main() {}
+mod report;
+mod run;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Load generator for checkpointd.
+#[derive(Debug, Parser)]
+#[command(name = "ckpt-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// One subcommand per workload.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load one call and report latency, throughput and status codes (like ghz).
+    Run(Box<run::RunArgs>),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Run(args) => run::run(*args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_subcommand_parses() {
+        let cli = Cli::try_parse_from(["ckpt-bench", "run", "--call", "get", "-n", "5"]).unwrap();
+        let Command::Run(args) = cli.command;
+        assert_eq!(args.call, calls::Call::Get);
+        assert_eq!(args.requests, Some(5));
+    }
+}

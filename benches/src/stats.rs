@@ -90,10 +90,11 @@ impl Recorder {
         self.count_call(span, OK);
     }
 
-    /// Records a failed call.
+    /// Records a failed call. Ids in the message are masked so that errors differing only
+    /// in the checkpoint they name count as one.
     pub(crate) fn record_error(&mut self, span: Span, code: &str, message: &str) {
         self.count_call(span, code);
-        self.add_error(code, message, 1);
+        self.add_error(code, &mask_uuids(message), 1);
     }
 
     fn count_call(&mut self, span: Span, code: &str) {
@@ -104,18 +105,15 @@ impl Recorder {
     }
 
     fn add_error(&mut self, code: &str, message: &str, count: u64) {
-        let known = self
-            .errors
-            .iter_mut()
-            .find(|e| e.code == code && e.message == message);
-        match known {
-            Some(error) => error.count += count,
-            None if self.errors.len() < MAX_DISTINCT_ERRORS => self.errors.push(ErrorCount {
+        let same = |e: &ErrorCount| e.code == code && e.message == message;
+        if let Some(known) = self.errors.iter_mut().find(|e| same(e)) {
+            known.count += count;
+        } else if self.errors.len() < MAX_DISTINCT_ERRORS {
+            self.errors.push(ErrorCount {
                 code: code.to_owned(),
                 message: message.to_owned(),
                 count,
-            }),
-            None => {}
+            });
         }
     }
 
@@ -132,7 +130,10 @@ impl Recorder {
         }
         self.bytes += other.bytes;
         self.count += other.count;
-        self.first_start = [self.first_start, other.first_start].into_iter().flatten().min();
+        self.first_start = [self.first_start, other.first_start]
+            .into_iter()
+            .flatten()
+            .min();
         self.last_end = [self.last_end, other.last_end].into_iter().flatten().max();
     }
 
@@ -143,6 +144,38 @@ impl Recorder {
             _ => Duration::ZERO,
         }
     }
+}
+
+/// Replaces every UUID in canonical text form (8-4-4-4-12 hex digits) by `<id>`.
+fn mask_uuids(message: &str) -> String {
+    const GROUPS: [usize; 5] = [8, 4, 4, 4, 12];
+    const LEN: usize = 36;
+    let is_uuid = |candidate: &[u8]| {
+        let mut at = 0;
+        GROUPS.iter().enumerate().all(|(i, &len)| {
+            let group = &candidate[at..at + len];
+            let dash = i == GROUPS.len() - 1 || candidate[at + len] == b'-';
+            at += len + 1;
+            dash && group.iter().all(u8::is_ascii_hexdigit)
+        })
+    };
+    let bytes = message.as_bytes();
+    let mut out = String::with_capacity(message.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes.len() - i >= LEN && is_uuid(&bytes[i..i + LEN]) {
+            out.push_str("<id>");
+            i += LEN;
+        } else {
+            let c = message[i..]
+                .chars()
+                .next()
+                .expect("i is on a char boundary");
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -177,6 +210,39 @@ mod tests {
         assert_eq!(a.elapsed(), Duration::from_millis(50));
         assert_eq!(a.errors[0].count, 2);
         assert_eq!(a.errors[1].message, "gone");
+    }
+
+    #[test]
+    fn errors_naming_different_checkpoints_count_as_one() {
+        let t0 = Instant::now();
+        let mut r = Recorder::new();
+        let moved = |id: &str| format!("aborted: branch main has moved: its head is {id}; retry");
+        r.record_error(
+            span(t0, 0, 1),
+            "Aborted",
+            &moved("01a23c6c-4936-775e-bb01-6794ca96a058"),
+        );
+        r.record_error(
+            span(t0, 0, 1),
+            "Aborted",
+            &moved("01A23C6C-4962-710C-8C2E-64DA05681B3A"),
+        );
+        assert_eq!(r.errors.len(), 1);
+        assert_eq!(r.errors[0].message, moved("<id>"));
+        assert_eq!(r.errors[0].count, 2);
+    }
+
+    #[test]
+    fn masking_leaves_other_text_alone() {
+        assert_eq!(
+            mask_uuids("not found: checkpoint x"),
+            "not found: checkpoint x"
+        );
+        assert_eq!(
+            mask_uuids("é 0193aaaa-0000-7000-8000-00000000000"),
+            "é 0193aaaa-0000-7000-8000-00000000000"
+        );
+        assert_eq!(mask_uuids("0193aaaa-0000-7000-8000-000000000001é"), "<id>é");
     }
 
     #[test]

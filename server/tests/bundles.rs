@@ -255,6 +255,41 @@ async fn a_diverged_branch_stops_the_import(setup: Setup) {
     );
 }
 
+/// Regression: re-importing a bundle into a deployment that moved on was refused as a
+/// divergence; the deployment is ahead, so nothing needs to change.
+async fn an_older_bundle_imports_as_a_no_op_where_the_branch_moved_on(setup: Setup) {
+    let source = TestEnv::start(Setup::Sqlite).await;
+    let target = TestEnv::start(setup).await;
+    build_session(&source.client, "ahead").await;
+    let bundle = export(&source.client, "ahead").await;
+    import(&target.client, bundle.clone()).await.unwrap();
+    let (head, _) = target
+        .client
+        .read_state(Target::head("ahead"), ReadFilter::default())
+        .await
+        .unwrap();
+    let moved = target
+        .client
+        .create(NewCheckpoint::incremental(
+            "ahead",
+            &head.id,
+            vec![Op::Delete("small".into())],
+        ))
+        .await
+        .unwrap();
+    let again = import(&target.client, bundle).await.unwrap();
+    assert_eq!((again.checkpoints_imported, again.branches_updated), (0, 0));
+    let (now, _) = target
+        .client
+        .read_state(Target::head("ahead"), ReadFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        now.id, moved.id,
+        "the branch stays where this deployment moved it"
+    );
+}
+
 async fn exporting_an_unknown_session_is_not_found(setup: Setup) {
     let env = TestEnv::start(setup).await;
     let mut sink = Vec::new();
@@ -270,5 +305,6 @@ on_every_setup!(
     importing_the_same_bundle_twice_changes_nothing,
     a_damaged_bundle_is_refused_and_imports_nothing,
     a_diverged_branch_stops_the_import,
+    an_older_bundle_imports_as_a_no_op_where_the_branch_moved_on,
     exporting_an_unknown_session_is_not_found,
 );

@@ -61,10 +61,15 @@ pub(crate) struct Report {
 /// Latency statistics in milliseconds (microsecond resolution).
 #[derive(Debug, PartialEq, Serialize)]
 pub(crate) struct Latency {
+    /// Fastest call.
     pub(crate) min: f64,
+    /// Arithmetic mean.
     pub(crate) mean: f64,
+    /// Standard deviation.
     pub(crate) stddev: f64,
+    /// Slowest call.
     pub(crate) max: f64,
+    /// Percentiles: `pNN` is the latency NN % of the calls did not exceed.
     pub(crate) p10: f64,
     pub(crate) p25: f64,
     pub(crate) p50: f64,
@@ -116,7 +121,8 @@ fn latency(h: &Histogram<u64>) -> Option<Latency> {
     }
     let q = |quantile: f64| ms(h.value_at_quantile(quantile) as f64);
     Some(Latency {
-        min: ms(h.min() as f64),
+        // Highest equivalent, like the percentiles and the histogram's bounds.
+        min: ms(h.highest_equivalent(h.min()) as f64),
         mean: ms(h.mean()),
         stddev: ms(h.stdev()),
         max: ms(h.max() as f64),
@@ -141,7 +147,9 @@ fn buckets(h: &Histogram<u64>) -> Vec<Bucket> {
     let (Some(&(lo, _)), Some(&(hi, _))) = (values.first(), values.last()) else {
         return Vec::new();
     };
-    let mut bounds: Vec<u64> = (0..=BUCKETS).map(|i| lo + (hi - lo) * i / BUCKETS).collect();
+    let mut bounds: Vec<u64> = (0..=BUCKETS)
+        .map(|i| lo + (hi - lo) * i / BUCKETS)
+        .collect();
     bounds.dedup();
 
     let mut counts = vec![0u64; bounds.len()];
@@ -195,7 +203,11 @@ mod tests {
     #[test]
     fn rates_divide_by_the_measured_window() {
         // 4 calls of 250 ms back to back: one second, 1 MB each.
-        let report = Report::build("create", serde_json::json!({}), &record(&[250_000; 4], 1_000_000));
+        let report = Report::build(
+            "create",
+            serde_json::json!({}),
+            &record(&[250_000; 4], 1_000_000),
+        );
         assert_eq!(report.total_seconds, 1.0);
         assert_eq!(report.rps, 4.0);
         assert_eq!(report.mb_per_s, 4.0);
@@ -207,7 +219,11 @@ mod tests {
         let micros = [100, 100, 150, 200, 201, 550, 1000, 1100, 1100, 1100];
         let report = Report::build("load", serde_json::json!({}), &record(&micros, 0));
 
-        let got: Vec<(f64, u64)> = report.histogram.iter().map(|b| (b.le_ms, b.count)).collect();
+        let got: Vec<(f64, u64)> = report
+            .histogram
+            .iter()
+            .map(|b| (b.le_ms, b.count))
+            .collect();
         assert_eq!(
             got,
             [
@@ -229,7 +245,13 @@ mod tests {
     #[test]
     fn histogram_of_equal_values_has_one_bucket() {
         let report = Report::build("get", serde_json::json!({}), &record(&[500; 3], 0));
-        assert_eq!(report.histogram, [Bucket { le_ms: 0.5, count: 3 }]);
+        assert_eq!(
+            report.histogram,
+            [Bucket {
+                le_ms: 0.5,
+                count: 3
+            }]
+        );
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub(crate) fn render(report: &Report) -> String {
 fn summary(out: &mut String, r: &Report) {
     let _ = writeln!(out, "\nSummary:");
     let _ = writeln!(out, "  Call:         {}", r.call);
+    if let Some(setup) = setup_line(&r.config) {
+        let _ = writeln!(out, "  Config:       {setup}");
+    }
     let _ = writeln!(out, "  Count:        {}", r.count);
     let _ = writeln!(out, "  Total:        {:.2} s", r.total_seconds);
     if let Some(l) = &r.latency_ms {
@@ -30,6 +33,26 @@ fn summary(out: &mut String, r: &Report) {
     }
     let _ = writeln!(out, "  Requests/sec: {:.2}", r.rps);
     let _ = writeln!(out, "  Throughput:   {:.2} MB/s", r.mb_per_s);
+}
+
+/// Workers, connections and payload, from the report's config when it has them.
+fn setup_line(config: &serde_json::Value) -> Option<String> {
+    let field = |name: &str| config.get(name).filter(|v| !v.is_null());
+    let mut line = format!(
+        "-c {} over {} connection(s)",
+        field("concurrency")?,
+        field("connections")?
+    );
+    if let (Some(size), Some(keys), Some(shape)) =
+        (field("size_bytes"), field("keys"), field("shape"))
+    {
+        let shape = shape.as_str().unwrap_or_default();
+        line.push_str(&format!("; payload {size} B in {keys} key(s), {shape}"));
+    }
+    if let Some(rate) = field("rate") {
+        line.push_str(&format!("; {rate} calls/s"));
+    }
+    Some(line)
 }
 
 fn histogram(out: &mut String, r: &Report) {
@@ -73,7 +96,11 @@ fn codes(out: &mut String, r: &Report) {
     }
     let _ = writeln!(out, "\nError distribution (first distinct errors):");
     for error in &r.errors {
-        let _ = writeln!(out, "  [{}] {:>8} {}", error.code, error.count, error.message);
+        let _ = writeln!(
+            out,
+            "  [{}] {:>8} {}",
+            error.code, error.count, error.message
+        );
     }
 }
 
@@ -98,13 +125,20 @@ mod tests {
         let span = Span { start: t, end: t };
         record.record_error(span, "DeadlineExceeded", "timed out after 30s");
 
-        let text = render(&Report::build("create", serde_json::json!({}), &record));
+        let config = serde_json::json!({"concurrency": 4, "connections": 1, "size_bytes": 10,
+            "keys": 1, "shape": "json", "rate": null});
+        let text = render(&Report::build("create", config, &record));
 
         assert!(text.contains("Count:        5"), "{text}");
+        let setup = "Config:       -c 4 over 1 connection(s); payload 10 B in 1 key(s), json\n";
+        assert!(text.contains(setup), "{text}");
         assert!(text.contains("Slowest:      0.300 ms"), "{text}");
         assert!(text.contains(&format!("|{}\n", "#".repeat(40))), "{text}");
         assert!(text.contains("  50 % in 0.200 ms"), "{text}");
         assert!(text.contains("[OK]        4 responses"), "{text}");
-        assert!(text.contains("[DeadlineExceeded]        1 timed out after 30s"), "{text}");
+        assert!(
+            text.contains("[DeadlineExceeded]        1 timed out after 30s"),
+            "{text}"
+        );
     }
 }

@@ -203,7 +203,9 @@ impl RunArgs {
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err(format!("{text:?} is not a positive number of calls per second")),
+        _ => Err(format!(
+            "{text:?} is not a positive number of calls per second"
+        )),
     }
 }
 
@@ -249,8 +251,20 @@ mod tests {
     #[test]
     fn units_durations_and_warmups_parse() {
         let args = parse(&[
-            "--call", "load", "--size", "1MiB", "-z", "1m30s", "--warmup", "2s", "--rate",
-            "12.5", "-c", "16", "--connections", "4",
+            "--call",
+            "load",
+            "--size",
+            "1MiB",
+            "-z",
+            "1m30s",
+            "--warmup",
+            "2s",
+            "--rate",
+            "12.5",
+            "-c",
+            "16",
+            "--connections",
+            "4",
         ])
         .unwrap();
         assert_eq!(args.call, Call::Load);
@@ -281,13 +295,30 @@ mod tests {
         let args = parse(&["-c", "8"]).unwrap();
         assert_eq!(args.sessions(), 8);
         assert!(args.validate().is_ok());
-        assert!(parse(&["-c", "8", "--sessions", "4"]).unwrap().validate().is_err());
-        assert!(parse(&["-c", "8", "--sessions", "4", "--call", "get"]).unwrap().validate().is_ok());
+        assert!(
+            parse(&["-c", "8", "--sessions", "4"])
+                .unwrap()
+                .validate()
+                .is_err()
+        );
+        assert!(
+            parse(&["-c", "8", "--sessions", "4", "--call", "get"])
+                .unwrap()
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]
     fn incremental_cannot_change_more_keys_than_it_has() {
-        let args = parse(&["--call", "create-incremental", "--keys", "4", "--change-keys", "5"]);
+        let args = parse(&[
+            "--call",
+            "create-incremental",
+            "--keys",
+            "4",
+            "--change-keys",
+            "5",
+        ]);
         assert!(args.unwrap().validate().is_err());
     }
 

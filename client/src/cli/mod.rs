@@ -1,11 +1,17 @@
 //! The `ckpt` command line: argument definitions, dispatch to one module per group of
 //! commands, and the mapping from errors to messages and exit codes.
 
+mod branch;
 mod browse;
+mod diff;
+mod graph;
+mod log;
+mod merge;
 mod output;
 mod progress;
 mod restore;
 mod save;
+mod tag;
 mod transfer;
 
 use std::io::{self, IsTerminal};
@@ -27,7 +33,7 @@ pub(crate) mod exit {
     pub(crate) const USAGE: u8 = 2;
     /// The checkpoint, session, branch or key does not exist.
     pub(crate) const NOT_FOUND: u8 = 3;
-    /// The branch moved, the object exists, or a precondition failed.
+    /// The branch moved, the object exists, a merge conflicted, or a precondition failed.
     pub(crate) const CONFLICT: u8 = 4;
     /// The server rejected an argument.
     pub(crate) const INVALID_ARGUMENT: u8 = 5;
@@ -43,8 +49,8 @@ Exit codes:
   1  any other error
   2  usage error
   3  not found: no such checkpoint, session, branch or key
-  4  conflict: the branch moved (pass --parent or --on-head), the object already exists, or a
-     precondition failed (e.g. deleting a branch head)
+  4  conflict: the branch moved (pass --parent or --on-head), the object already exists, a
+     merge left conflicting keys, or a precondition failed (e.g. deleting a branch head)
   5  invalid argument rejected by the server
   6  data loss on the server
   7  server unavailable or unreachable";
@@ -98,6 +104,20 @@ enum Command {
     Import(transfer::ImportArgs),
     /// Replay recorded agent sessions as checkpoint chains and check every one loads back.
     Replay(transfer::ReplayArgs),
+    /// List a session's branches, or create, show, delete one or read its ref-log.
+    Branch(branch::BranchArgs),
+    /// List a session's tags, or create, move, show or delete one.
+    Tag(tag::TagArgs),
+    /// Move a branch to another checkpoint of its session (rewind or jump ahead).
+    Reset(branch::ResetArgs),
+    /// Start a new session from a checkpoint of another one; no data is copied.
+    Fork(tag::ForkArgs),
+    /// Show the history of a branch or checkpoint, newest first, optionally as a graph.
+    Log(log::LogArgs),
+    /// Show the keys added, removed and modified from one checkpoint to another.
+    Diff(diff::DiffArgs),
+    /// Merge a branch or checkpoint into a branch (exit code 4 when keys conflict).
+    Merge(merge::MergeArgs),
 }
 
 /// Runs one command.
@@ -122,6 +142,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => transfer::export(&client, args).await,
         Command::Import(args) => transfer::import(&client, args, output).await,
         Command::Replay(args) => transfer::replay(&client, args, output).await,
+        Command::Branch(args) => branch::branch(&client, args, output).await,
+        Command::Tag(args) => tag::tag(&client, args, output).await,
+        Command::Reset(args) => branch::reset(&client, args, output).await,
+        Command::Fork(args) => tag::fork(&client, args, output).await,
+        Command::Log(args) => log::run(&client, args, output).await,
+        Command::Diff(args) => diff::run(&client, args, output).await,
+        Command::Merge(args) => merge::run(&client, args, output).await,
     }
 }
 
@@ -201,6 +228,24 @@ pub(crate) fn explain_not_found(
     }
 }
 
+/// Turns a NOT_FOUND from the server into a message built on the server's own words, which
+/// name the missing object (`branch x of session s`); other errors pass through.
+pub(crate) fn server_not_found(err: ckpt_client::Error, hint: &str) -> anyhow::Error {
+    match err {
+        ckpt_client::Error::NotFound(what) => {
+            let mut message = what;
+            if !message.contains("not found") {
+                message.push_str(" not found");
+            }
+            if !hint.is_empty() {
+                message = format!("{message}; {hint}");
+            }
+            Failure::not_found(message).into()
+        }
+        other => other.into(),
+    }
+}
+
 /// Whether progress bars can be drawn.
 pub(crate) fn stderr_is_terminal() -> bool {
     io::stderr().is_terminal()
@@ -215,6 +260,34 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Regression: export's own `-o` once shared the id of the global `--output` format flag,
+    /// and every `ckpt export` panicked when clap read it back.
+    #[test]
+    fn every_subcommand_parses_with_the_global_flags() {
+        for args in [
+            &["ckpt", "export", "s", "-o", "bundle.ckpt"][..],
+            &["ckpt", "--output", "json", "export", "s", "--to", "b"],
+            &["ckpt", "import", "bundle.ckpt"],
+            &[
+                "ckpt",
+                "--output",
+                "json",
+                "replay",
+                "/tmp/x",
+                "--no-verify",
+            ],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            // Reading every field back is what panicked; Debug does exactly that.
+            let _ = format!("{cli:?}");
+        }
+        let cli = Cli::try_parse_from(["ckpt", "export", "s", "-o", "f"]).unwrap();
+        match cli.command {
+            Command::Export(args) => assert!(format!("{args:?}").contains("\"f\"")),
+            other => panic!("parsed as {other:?}"),
+        }
     }
 
     #[test]

@@ -147,16 +147,16 @@ pub(crate) fn summary_line(checkpoint: &Checkpoint) -> String {
     )
 }
 
-fn rfc3339(time: &DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(time: &DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn short_time(time: &DateTime<Utc>) -> String {
+pub(crate) fn short_time(time: &DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// The first line of `text`, cut to `max` characters with an ellipsis.
-fn first_line(text: &str, max: usize) -> String {
+pub(crate) fn first_line(text: &str, max: usize) -> String {
     let line = text.lines().next().unwrap_or_default();
     let multi_line = text.trim_end().contains('\n');
     if line.chars().count() <= max && !multi_line {
@@ -167,22 +167,22 @@ fn first_line(text: &str, max: usize) -> String {
 }
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.
-struct Table {
+pub(crate) struct Table {
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    fn new(header: &[&str]) -> Self {
+    pub(crate) fn new(header: &[&str]) -> Self {
         Table {
             rows: vec![header.iter().map(|h| h.to_string()).collect()],
         }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
-    fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let columns = self.rows[0].len();
         let widths: Vec<usize> = (0..columns)
             .map(|column| {

@@ -118,7 +118,7 @@ async fn open(client: &Client, args: &RestoreArgs) -> anyhow::Result<StateReader
 
 /// What SOURCE may name, in the order to try. An id shaped like a checkpoint id may also be a
 /// session id (agents often name sessions with UUIDs), so it is tried as both.
-fn candidates(source: &str, branch: Option<&str>) -> Vec<Target> {
+pub(crate) fn candidates(source: &str, branch: Option<&str>) -> Vec<Target> {
     if let Some(branch) = branch {
         return vec![Target::branch_head(source, branch)];
     }

@@ -16,8 +16,9 @@ pub(crate) struct ExportArgs {
     /// The session to export.
     session: String,
     /// Where to write the bundle; standard output when absent or `-`.
-    #[arg(short, long)]
-    output: Option<PathBuf>,
+    // Not `--output`: that global flag picks the output format.
+    #[arg(short = 'o', long = "to", value_name = "FILE")]
+    bundle: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -31,16 +32,17 @@ pub(crate) struct ReplayArgs {
     /// A recorded agent session, or a folder of them (by default the project's
     /// shared/data/agent-sessions, or $CKPT_SESSION_DATA).
     path: Option<PathBuf>,
-    /// Prefix for the session ids the recordings are written to.
-    #[arg(long, default_value = "replay/")]
-    prefix: String,
+    /// Prefix for the session ids the recordings are written to; by default
+    /// `replay/<time of the run>/`, so runs never collide.
+    #[arg(long)]
+    prefix: Option<String>,
     /// Skip loading every checkpoint back to compare it with what was written.
     #[arg(long)]
     no_verify: bool,
 }
 
 pub(crate) async fn export(client: &Client, args: ExportArgs) -> anyhow::Result<()> {
-    let to_stdout = args.output.as_deref().is_none_or(|p| p == Path::new("-"));
+    let to_stdout = args.bundle.as_deref().is_none_or(|p| p == Path::new("-"));
     if to_stdout {
         let mut stdout = tokio::io::stdout();
         client
@@ -50,7 +52,7 @@ pub(crate) async fn export(client: &Client, args: ExportArgs) -> anyhow::Result<
         return Ok(());
     }
     // Written beside the target and renamed, so a failed export leaves no partial bundle.
-    let path = args.output.expect("checked above");
+    let path = args.bundle.expect("checked above");
     let partial = path.with_extension("partial");
     let mut file = tokio::fs::File::create(&partial)
         .await
@@ -78,6 +80,13 @@ pub(crate) async fn import(
     args: ImportArgs,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
+    if args.bundle != Path::new("-") && !args.bundle.is_file() {
+        return Err(super::Failure::usage(format!(
+            "{} is not a bundle file",
+            args.bundle.display()
+        ))
+        .into());
+    }
     let report = if args.bundle == Path::new("-") {
         client.import_session(tokio::io::stdin()).await
     } else {
@@ -113,6 +122,17 @@ pub(crate) async fn replay(
     format: OutputFormat,
 ) -> anyhow::Result<()> {
     let path = args.path.unwrap_or_else(replay::default_data_dir);
+    if !path.exists() {
+        return Err(super::Failure::usage(format!(
+            "no recorded sessions at {}: pass a file or folder of them, or set {}",
+            path.display(),
+            replay::DATA_DIR_ENV
+        ))
+        .into());
+    }
+    let prefix = args
+        .prefix
+        .unwrap_or_else(|| format!("replay/{}/", chrono::Utc::now().format("%Y%m%dT%H%M%S")));
     let recordings = if path.is_dir() {
         replay::load_dir(&path)?
     } else {
@@ -124,7 +144,7 @@ pub(crate) async fn replay(
     };
     let mut reports = Vec::new();
     for recording in &recordings {
-        let session = format!("{}{}", args.prefix, recording.name);
+        let session = format!("{prefix}{}", recording.name);
         let report = replay::replay(client, recording, &session, !args.no_verify)
             .await
             .with_context(|| format!("replaying {}", recording.name))?;

@@ -249,6 +249,18 @@ impl SqliteCatalog {
         Ok(Self { writer, reader })
     }
 
+    /// Starts a write transaction holding the write lock from its first statement.
+    ///
+    /// A deferred transaction that reads and then writes fails with SQLITE_BUSY_SNAPSHOT when
+    /// another process committed in between, and SQLite then skips the busy handler; taking
+    /// the lock up front makes a second process wait for it (up to the busy timeout) instead.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)
+    }
+
     /// Opens a catalog from a `sqlite://PATH` URL or a plain path.
     pub async fn open_url(url: &str, read_connections: u32) -> Result<Self> {
         let path = url
@@ -547,7 +559,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn commit(&self, cp: NewCheckpoint) -> Result<CheckpointRecord> {
-        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let mut tx = self.begin_write().await?;
         let now = now_micros();
 
         let session_id = match (Self::session_id(&mut tx, &cp.session).await?, cp.parent) {
@@ -715,7 +727,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn delete_checkpoint(&self, id: Uuid) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let mut tx = self.begin_write().await?;
         let not_found = || CatalogError::NotFound(format!("checkpoint {id}"));
         let session_id: i64 =
             sqlx::query_scalar("SELECT session_id FROM checkpoints WHERE id = ?1")
@@ -777,7 +789,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn import(&self, import: SessionImport) -> Result<ImportOutcome> {
-        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let mut tx = self.begin_write().await?;
         let now = now_micros();
         let session_id = match Self::session_id(&mut tx, &import.session).await? {
             Some(id) => id,
@@ -900,7 +912,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn create_branch(&self, session: &str, name: &str, at: Uuid) -> Result<BranchRecord> {
-        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let mut tx = self.begin_write().await?;
         let now = now_micros();
         let session_id = Self::existing_session(&mut tx, session).await?;
         Self::require_checkpoint(&mut tx, session_id, session, at).await?;
@@ -941,7 +953,7 @@ impl Catalog for SqliteCatalog {
         to: Uuid,
         op: &str,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let mut tx = self.begin_write().await?;
         let now = now_micros();
         let session_id = Self::existing_session(&mut tx, session).await?;
         let head = Self::head_of(&mut tx, session_id, name)
@@ -979,7 +991,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn delete_branch(&self, session: &str, name: &str, expected: Option<Uuid>) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let mut tx = self.begin_write().await?;
         let now = now_micros();
         let session_id = Self::existing_session(&mut tx, session).await?;
         let head = Self::head_of(&mut tx, session_id, name)
@@ -1018,7 +1030,7 @@ impl Catalog for SqliteCatalog {
         to: Uuid,
         expected: Option<Uuid>,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let mut tx = self.begin_write().await?;
         let now = now_micros();
         let session_id = Self::existing_session(&mut tx, session).await?;
         Self::require_checkpoint(&mut tx, session_id, session, to).await?;
@@ -1074,7 +1086,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn delete_tag(&self, session: &str, name: &str) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let mut tx = self.begin_write().await?;
         let now = now_micros();
         let session_id = Self::existing_session(&mut tx, session).await?;
         let removed: Option<Uuid> = sqlx::query_scalar(
@@ -1177,9 +1189,13 @@ fn classify(err: sqlx::Error) -> CatalogError {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             CatalogError::Unavailable(err.to_string())
         }
-        // SQLITE_BUSY (5) and SQLITE_LOCKED (6): another process holds the file past the
-        // busy timeout.
-        sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "5" || c == "6") => {
+        // SQLITE_BUSY (5, and its extended codes such as BUSY_SNAPSHOT 517) and SQLITE_LOCKED
+        // (6): another process holds the file past the busy timeout.
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .is_some_and(|c| matches!(c.as_ref(), "5" | "6" | "261" | "517" | "773")) =>
+        {
             CatalogError::Unavailable(err.to_string())
         }
         _ => CatalogError::Internal(err.to_string()),

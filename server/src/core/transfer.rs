@@ -186,7 +186,8 @@ impl Engine {
             }
         }
         reader.finish().map_err(damaged)?;
-        let (import, sink) = state.finish()?;
+        let (mut import, sink) = state.finish()?;
+        self.skip_branches_already_ahead(&mut import).await?;
         let session = import.session.clone();
         let mut sink = sink;
         sink.flush().await?;
@@ -196,6 +197,32 @@ impl Engine {
         };
         let outcome = self.catalog.import(import).await?;
         Ok((session, outcome))
+    }
+}
+
+impl Engine {
+    /// Leaves out branches whose head here already descends from the bundle's head: this
+    /// deployment is ahead, and importing an older bundle must not look like a divergence.
+    async fn skip_branches_already_ahead(
+        &self,
+        import: &mut SessionImport,
+    ) -> Result<(), EngineError> {
+        let mut keep = Vec::with_capacity(import.branches.len());
+        for branch in std::mem::take(&mut import.branches) {
+            let current = self.catalog.branch(&import.session, &branch.name).await?;
+            let ahead = match current {
+                Some(c) if c.head != branch.head && !branch.ancestors.contains(&c.head) => {
+                    self.catalog.checkpoint(branch.head).await?.is_some()
+                        && self.is_ancestor(branch.head, c.head).await?
+                }
+                _ => false,
+            };
+            if !ahead {
+                keep.push(branch);
+            }
+        }
+        import.branches = keep;
+        Ok(())
     }
 }
 

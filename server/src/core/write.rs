@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use uuid::Uuid;
@@ -17,7 +18,7 @@ use super::hash::Hash;
 use super::manifest::{self, ChunkRef, LeafEntry};
 use super::sink::BlobSink;
 use super::validate;
-use crate::catalog::{self, BlobKind, CheckpointRecord};
+use crate::catalog::{self, BlobKind, CatalogError, CheckpointRecord};
 
 /// How a create's changes relate to its parent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -276,11 +277,19 @@ impl CheckpointWriter {
             blobs: self.sink.into_blobs(),
         };
         // Run the transaction on its own task: a client that goes away mid-commit must not
-        // leave it half-done with the session row locked.
+        // leave it half-done with the session row locked. A client that went away before the
+        // transaction began (waiting for a connection, say) gets no commit behind its back.
         let catalog = Arc::clone(&self.engine.catalog);
-        let committed = tokio::spawn(async move { catalog.commit(checkpoint).await })
-            .await
-            .map_err(|e| EngineError::Internal(format!("commit task failed: {e}")))??;
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let _watch = AbandonOnDrop(Arc::clone(&abandoned));
+        let committed = tokio::spawn(async move {
+            if abandoned.load(Ordering::Acquire) {
+                return Err(CatalogError::Unavailable("the caller went away".into()));
+            }
+            catalog.commit(checkpoint).await
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("commit task failed: {e}")))??;
         Ok(committed)
     }
 
@@ -318,6 +327,15 @@ impl CheckpointWriter {
         let len = chunk.len() as u64;
         self.sink.queue_raw(hash, BlobKind::Chunk, chunk);
         ChunkRef { hash, len }
+    }
+}
+
+/// Marks a commit abandoned when the call that started it is dropped before it finishes.
+struct AbandonOnDrop(Arc<AtomicBool>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 

@@ -262,14 +262,14 @@ pub(super) async fn diff(
             entry.old_value = value_of(
                 engine,
                 from,
-                &change.key().to_owned(),
+                change.key(),
                 entry.kind != v1::DiffKind::Added as i32,
             )
             .await?;
             entry.new_value = value_of(
                 engine,
                 to,
-                &change.key().to_owned(),
+                change.key(),
                 entry.kind != v1::DiffKind::Removed as i32,
             )
             .await?;

@@ -244,3 +244,52 @@ pub fn transcript(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// A `checkpointd` process started from the built binary; killed when dropped, so a failing
+/// test leaves no server behind.
+pub struct Process {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the real binary on `port` and waits until it answers.
+pub async fn spawn_server(db_url: &str, store: &str, port: u16) -> Process {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_checkpointd"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database",
+            db_url,
+            "--store",
+            store,
+        ])
+        .env("CKPT_LOG", "warn")
+        .spawn()
+        .expect("checkpointd starts");
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if Client::connect(url.clone()).await.is_ok() {
+            return Process { child, url };
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("checkpointd did not start listening on {port}");
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,176 @@
+//! `ckpt-bench run`: connects, sets up the call's data, drives the workers until the plan is
+//! over, then merges their records into the report.
+
+mod args;
+mod pacer;
+mod plan;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use tokio::task::JoinSet;
+
+use ckpt_client::Client;
+
+pub(crate) use args::{Format, RunArgs};
+use pacer::Pacer;
+use plan::Plan;
+
+use crate::calls::{self, Call, Context, Worker};
+use crate::payload::Payload;
+use crate::report::{self, Report};
+use crate::stats::Recorder;
+
+/// Runs the bench described by `args` and prints its report.
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Setup: connections, payload templates, the call's data. Not timed.
+    args.validate()?;
+    let run_id = run_id();
+    let ctx = Context {
+        clients: connect(&args.server, args.connections()).await?,
+        payload: Arc::new(Payload::new(args.payload(), run_id)),
+        sessions: session_ids(args.call, run_id, args.sessions()),
+        concurrency: args.concurrency as usize,
+        checkpoints: args.checkpoints,
+        change_keys: args.change_keys as usize,
+        page_size: args.page_size,
+        timeout: args.timeout,
+    };
+    let workers = calls::prepare(args.call, &ctx).await?;
+
+    // The measured part.
+    eprintln!(
+        "running: {} with {} workers",
+        args.call.name(),
+        workers.len()
+    );
+    let record = drive(workers, &args).await?;
+
+    // Report, then clean up.
+    let report = Report::build(args.call.name(), args.config_json(), &record);
+    print(&report, &args)?;
+    if args.cleanup {
+        cleanup(&ctx).await;
+    }
+    Ok(())
+}
+
+/// Runs the workers until the plan is over and merges their records.
+async fn drive(workers: Vec<Worker>, args: &RunArgs) -> anyhow::Result<Recorder> {
+    let started = Instant::now();
+    let plan = Arc::new(Plan::new(args.limits(), started));
+    let pacer = args.rate.map(|rate| Arc::new(Pacer::new(rate, started)));
+    let mut tasks = JoinSet::new();
+    for worker in workers {
+        let (plan, pacer) = (Arc::clone(&plan), pacer.clone());
+        tasks.spawn(work(worker, plan, pacer, args.timeout));
+    }
+    let mut record = Recorder::new();
+    while let Some(done) = tasks.join_next().await {
+        record.merge(done.context("a worker panicked")?);
+    }
+    Ok(record)
+}
+
+/// One worker's loop: wait for its pace slot, claim a ticket, call, record.
+async fn work(
+    mut worker: Worker,
+    plan: Arc<Plan>,
+    pacer: Option<Arc<Pacer>>,
+    timeout: Duration,
+) -> Recorder {
+    let mut record = Recorder::new();
+    while !plan.is_finished(Instant::now()) {
+        if let Some(pacer) = &pacer {
+            pacer.wait().await;
+        }
+        let Some(ticket) = plan.claim(Instant::now()) else {
+            break;
+        };
+        let outcome = worker.call(ticket.seq, timeout).await;
+        if !ticket.measured {
+            continue;
+        }
+        match outcome.result {
+            Ok(bytes) => record.record_ok(outcome.span, bytes),
+            Err(failure) => record.record_error(outcome.span, &failure.code(), &failure.message()),
+        }
+    }
+    record
+}
+
+/// Opens `n` connections (each `Client::connect` is its own HTTP/2 connection).
+async fn connect(server: &str, n: u32) -> anyhow::Result<Vec<Client>> {
+    let mut clients = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let client = Client::connect(server)
+            .await
+            .with_context(|| format!("failed to connect to {server}"))?;
+        clients.push(client);
+    }
+    Ok(clients)
+}
+
+/// A number that differs from run to run: it names the run's sessions and seeds the payload
+/// stamps, so runs never share sessions or deduplicate against each other.
+fn run_id() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 40)
+}
+
+/// Fresh session ids for this run, e.g. `bench/create/18c2f0a1b2c3d4e5/0003`.
+fn session_ids(call: Call, run_id: u64, n: u32) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("bench/{}/{run_id:016x}/{i:04}", call.name()))
+        .collect()
+}
+
+/// Prints the report in the chosen format and writes the JSON file if asked.
+fn print(report: &Report, args: &RunArgs) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    match args.format {
+        Format::Text => print!("{}", report::render(report)),
+        Format::Json => println!("{json}"),
+    }
+    if let Some(path) = &args.output {
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Deletes the run's sessions; failures are reported, not fatal.
+async fn cleanup(ctx: &Context) {
+    let client = ctx.client(0);
+    let mut deleted = 0;
+    for session in &ctx.sessions {
+        match client.delete_session(session).await {
+            Ok(n) => deleted += n,
+            Err(ckpt_client::Error::NotFound(_)) => {}
+            Err(err) => eprintln!("cleanup: failed to delete session {session}: {err}"),
+        }
+    }
+    eprintln!(
+        "cleanup: deleted {} sessions ({deleted} checkpoints)",
+        ctx.sessions.len()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_valid_server_names_and_unique() {
+        let ids = session_ids(Call::CreateIncremental, 0xabc, 3);
+        assert_eq!(ids[2], "bench/create-incremental/0000000000000abc/0002");
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "._-:@/".contains(c);
+        assert!(
+            ids.iter()
+                .all(|id| id.chars().all(allowed) && id.len() <= 256)
+        );
+    }
+}
