@@ -457,7 +457,24 @@ async fn a_large_full_state_round_trips_through_the_streamed_upload(setup: Setup
     assert_eq!(got, expected);
 }
 
+async fn a_client_that_asks_for_compression_round_trips(setup: Setup) {
+    let env = TestEnv::start(setup).await;
+    let client = Client::connect(env.url()).await.unwrap().with_compression();
+    let value = transcript(3 * 1024 * 1024, 7);
+    let state = state_of(&[("t", &value)]);
+    let cp = client
+        .create(NewCheckpoint::full("zstd", state.clone()))
+        .await
+        .unwrap();
+    let cp2 = client
+        .upload(NewCheckpoint::full("zstd", state.clone()).parent(&cp.id))
+        .await
+        .unwrap();
+    assert_eq!(load(&client, &cp2.id).await, state);
+}
+
 on_every_setup!(
+    a_client_that_asks_for_compression_round_trips,
     full_and_incremental_states_load_byte_for_byte,
     identical_content_is_stored_once_across_sessions,
     a_state_of_many_keys_changes_cheaply,

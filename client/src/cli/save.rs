@@ -33,8 +33,10 @@ pub(crate) struct SaveArgs {
     #[arg(long, conflicts_with = "on_head")]
     parent: Option<String>,
 
-    /// Save as changes to the current head of the branch (the whole state when the branch
-    /// has no checkpoint yet).
+    /// Make PATH the new state of the branch, on top of its current head: whatever the head
+    /// holds that PATH lacks is deleted, including what another host saved since your files
+    /// were restored. To keep other hosts' work, save with --parent (the checkpoint your files
+    /// came from) on a branch of your own and `ckpt merge` it.
     #[arg(long)]
     on_head: bool,
 
@@ -102,7 +104,8 @@ pub(crate) async fn run(
             .await
     };
     bar.finish_and_clear();
-    let checkpoint = result.map_err(|err| explain_conflict(err, &branch, parent.is_some()))?;
+    let checkpoint =
+        result.map_err(|err| explain_conflict(err, &branch, parent.is_some(), args.on_head))?;
 
     report(&checkpoint, change_count, parent.is_some(), format)
 }
@@ -252,7 +255,12 @@ async fn read_parent(
 }
 
 /// Turns a lost race on the branch into advice.
-fn explain_conflict(err: ckpt_client::Error, branch: &str, had_parent: bool) -> anyhow::Error {
+fn explain_conflict(
+    err: ckpt_client::Error,
+    branch: &str,
+    had_parent: bool,
+    on_head: bool,
+) -> anyhow::Error {
     let ckpt_client::Error::Aborted {
         message,
         current_head,
@@ -261,6 +269,9 @@ fn explain_conflict(err: ckpt_client::Error, branch: &str, had_parent: bool) -> 
         return err.into();
     };
     let advice = match current_head {
+        Some(head) if on_head => format!(
+            "branch {branch} moved to {head} while saving; run the command again to save on the new head"
+        ),
         Some(head) if had_parent => {
             format!(
                 "branch {branch} moved: its head is now {head}; pass --parent {head} or --on-head"
@@ -337,7 +348,7 @@ mod tests {
             message: "moved".into(),
             current_head: Some("H".into()),
         };
-        let err = explain_conflict(err, "main", true);
+        let err = explain_conflict(err, "main", true, false);
         assert_eq!(
             err.to_string(),
             "branch main moved: its head is now H; pass --parent H or --on-head"
