@@ -32,6 +32,23 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// number of round trips down.
 const FOLLOW_PAGE_SIZE: u32 = 1000;
 
+/// Which checkpoints a listing returns; every set field must hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListFilter {
+    /// Only checkpoints written on this branch.
+    pub branch: Option<String>,
+    /// Only the checkpoint this tag names.
+    pub tag: Option<String>,
+    /// A JSON object the metadata must contain (PostgreSQL `jsonb @>` semantics).
+    pub metadata_contains: Option<serde_json::Value>,
+    /// Created at or after this time.
+    pub created_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Created strictly before this time.
+    pub created_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// Case-insensitive text the message contains.
+    pub message_contains: Option<String>,
+}
+
 /// An async handle on a checkpointd server. Cheap to clone; clones share one connection.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -165,11 +182,42 @@ impl Client {
         page_size: u32,
         page_token: &str,
     ) -> Result<Page<Checkpoint>, Error> {
+        let filter = ListFilter {
+            branch: branch.map(str::to_owned),
+            ..ListFilter::default()
+        };
+        self.list_checkpoints_where(session_id, &filter, page_size, page_token)
+            .await
+    }
+
+    /// Lists one page of a session's checkpoints that pass `filter`, newest first.
+    pub async fn list_checkpoints_where(
+        &self,
+        session_id: &str,
+        filter: &ListFilter,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<Page<Checkpoint>, Error> {
+        let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map(|t| prost_types::Timestamp {
+                seconds: t.timestamp(),
+                nanos: t.timestamp_subsec_nanos() as i32,
+            })
+        };
         let request = pb::ListCheckpointsRequest {
             session_id: session_id.to_owned(),
-            branch: branch.unwrap_or_default().to_owned(),
+            branch: filter.branch.clone().unwrap_or_default(),
             page_size,
             page_token: page_token.to_owned(),
+            tag: filter.tag.clone().unwrap_or_default(),
+            metadata_contains: filter
+                .metadata_contains
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+            created_after: time(filter.created_after),
+            created_before: time(filter.created_before),
+            message_contains: filter.message_contains.clone().unwrap_or_default(),
         };
         let response = self.inner.clone().list_checkpoints(request).await?;
         let response = response.into_inner();

@@ -25,7 +25,7 @@ pub mod replay;
 mod transfer;
 mod write;
 
-pub use client::{Client, MAX_MESSAGE_BYTES, UNARY_LIMIT};
+pub use client::{Client, ListFilter, MAX_MESSAGE_BYTES, UNARY_LIMIT};
 pub use error::Error;
 pub use model::{Checkpoint, Page, Session, State, Summary};
 pub use read::{EntryHeader, ReadFilter, StateReader, Target};

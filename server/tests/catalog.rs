@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ckpt_server::catalog::{
-    self, BlobKind, Catalog, CatalogError, Location, NewBlob, NewCheckpoint,
+    self, BlobKind, Catalog, CatalogError, CheckpointFilter, Location, NewBlob, NewCheckpoint,
 };
 use ckpt_server::core::codec::Codec;
 use ckpt_server::core::hash::Hash;
@@ -221,16 +221,30 @@ async fn listing_is_newest_first_paged_and_filtered(backend: Backend) {
             main_head = Some(cat.commit(new_cp("l", "main", main_head)).await.unwrap().id);
         }
     }
-    let all = cat.list_checkpoints("l", None, None, 100).await.unwrap();
+    let all = cat
+        .list_checkpoints("l", &CheckpointFilter::default(), None, 100)
+        .await
+        .unwrap();
     let seqs: Vec<u64> = all.iter().map(|c| c.seq).collect();
     assert_eq!(seqs, (1..=10).rev().collect::<Vec<_>>());
-    let page = cat.list_checkpoints("l", None, Some(6), 3).await.unwrap();
+    let page = cat
+        .list_checkpoints("l", &CheckpointFilter::default(), Some(6), 3)
+        .await
+        .unwrap();
     assert_eq!(
         page.iter().map(|c| c.seq).collect::<Vec<_>>(),
         vec![5, 4, 3]
     );
     let side = cat
-        .list_checkpoints("l", Some("side"), None, 100)
+        .list_checkpoints(
+            "l",
+            &CheckpointFilter {
+                branch: Some("side".into()),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -238,7 +252,7 @@ async fn listing_is_newest_first_paged_and_filtered(backend: Backend) {
         vec![10, 7, 4]
     );
     assert!(
-        cat.list_checkpoints("none", None, None, 10)
+        cat.list_checkpoints("none", &CheckpointFilter::default(), None, 10)
             .await
             .unwrap()
             .is_empty()
@@ -310,6 +324,127 @@ async fn text_is_stored_verbatim(backend: Backend) {
     assert_eq!(meta, serde_json::json!({"a.b": "x'y", "κ": [1, 2]}));
 }
 
+async fn listings_filter_by_tag_metadata_time_and_message(backend: Backend) {
+    let (cat, _dir) = open(backend).await;
+    let metas = [
+        r#"{"tool":"bash","step":1,"tags":["a","b"]}"#,
+        r#"{"tool":"edit","step":2,"nested":{"k":"v","n":[1,2]}}"#,
+        r#"{"tool":"bash","step":3,"q":"it's \"quoted\"; DROP TABLE x"}"#,
+        r#"{"tool":"ünï.code","step":4}"#,
+    ];
+    let messages = [
+        "Ran Tests",
+        "edited src/main.rs",
+        "ran tests again",
+        "100% done_",
+    ];
+    let mut ids = Vec::new();
+    let mut parent = None;
+    for (meta, message) in metas.iter().zip(messages) {
+        let mut cp = new_cp("f", "main", parent);
+        cp.metadata = serde_json::from_str::<serde_json::Value>(meta)
+            .unwrap()
+            .to_string();
+        cp.message = message.into();
+        let committed = cat.commit(cp).await.unwrap();
+        parent = Some(committed.id);
+        ids.push(committed.id);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cat.set_tag("f", "v1", ids[1], None).await.unwrap();
+    let seqs = |filter: CheckpointFilter| {
+        let cat = Arc::clone(&cat);
+        async move {
+            let rows = cat.list_checkpoints("f", &filter, None, 100).await.unwrap();
+            rows.iter().map(|r| r.seq).collect::<Vec<_>>()
+        }
+    };
+    let meta = |v: serde_json::Value| CheckpointFilter {
+        metadata: Some(v),
+        ..Default::default()
+    };
+    assert_eq!(
+        seqs(meta(serde_json::json!({"tool": "bash"}))).await,
+        vec![3, 1]
+    );
+    assert_eq!(
+        seqs(meta(serde_json::json!({"tool": "bash", "step": 3}))).await,
+        vec![3]
+    );
+    assert_eq!(
+        seqs(meta(serde_json::json!({"nested": {"n": [2]}}))).await,
+        vec![2]
+    );
+    assert_eq!(
+        seqs(meta(serde_json::json!({"tags": ["b"]}))).await,
+        vec![1]
+    );
+    assert_eq!(
+        seqs(meta(
+            serde_json::json!({"q": "it's \"quoted\"; DROP TABLE x"})
+        ))
+        .await,
+        vec![3]
+    );
+    assert_eq!(
+        seqs(meta(serde_json::json!({"tool": "ünï.code"}))).await,
+        vec![4]
+    );
+    assert_eq!(
+        seqs(meta(serde_json::json!({"tool": "none"}))).await,
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        seqs(meta(serde_json::json!({"step": 2.0}))).await,
+        vec![2],
+        "numbers compare by value"
+    );
+
+    let text = |t: &str| CheckpointFilter {
+        message: Some(t.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        seqs(text("ran tests")).await,
+        vec![3, 1],
+        "case-insensitive"
+    );
+    assert_eq!(seqs(text("%")).await, vec![4], "wildcards are plain text");
+    assert_eq!(seqs(text("_")).await, vec![4]);
+    let tag = CheckpointFilter {
+        tag: Some("v1".into()),
+        ..Default::default()
+    };
+    assert_eq!(seqs(tag).await, vec![2]);
+
+    let second = cat.checkpoint(ids[1]).await.unwrap().unwrap().created_at;
+    let fourth = cat.checkpoint(ids[3]).await.unwrap().unwrap().created_at;
+    let window = CheckpointFilter {
+        created_after: Some(second),
+        created_before: Some(fourth),
+        ..Default::default()
+    };
+    assert_eq!(seqs(window).await, vec![3, 2]);
+    let combined = CheckpointFilter {
+        metadata: Some(serde_json::json!({"tool": "bash"})),
+        message: Some("again".into()),
+        branch: Some("main".into()),
+        ..Default::default()
+    };
+    assert_eq!(seqs(combined).await, vec![3]);
+    // Paging with a metadata filter keeps going past non-matching rows.
+    let page = cat
+        .list_checkpoints("f", &meta(serde_json::json!({"tool": "bash"})), None, 1)
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3]);
+    let next = cat
+        .list_checkpoints("f", &meta(serde_json::json!({"tool": "bash"})), Some(3), 1)
+        .await
+        .unwrap();
+    assert_eq!(next.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
+}
+
 macro_rules! on_every_catalog {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -335,4 +470,5 @@ on_every_catalog!(
     listing_is_newest_first_paged_and_filtered,
     deletes_keep_heads_and_free_names,
     text_is_stored_verbatim,
+    listings_filter_by_tag_metadata_time_and_message,
 );

@@ -561,7 +561,78 @@ async fn a_change_both_sides_kept_survives_a_criss_cross_merge(setup: Setup) {
     assert_eq!(text(&s, "c").as_deref(), Some("C"));
 }
 
+async fn list_filters_work_and_refuse_malformed_input(setup: Setup) {
+    let env = TestEnv::start(setup).await;
+    let c = &env.client;
+    let first = root(c, "lf").await;
+    let second = c
+        .create(
+            NewCheckpoint::incremental("lf", &first.id, vec![put("a", "2")])
+                .message("Fixed the BUG")
+                .metadata(serde_json::json!({"tool": "edit", "who": "o'brien"})),
+        )
+        .await
+        .unwrap();
+    let filter = ckpt_client::ListFilter {
+        metadata_contains: Some(serde_json::json!({"who": "o'brien"})),
+        message_contains: Some("bug".into()),
+        ..Default::default()
+    };
+    let page = c
+        .list_checkpoints_where("lf", &filter, 10, "")
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items
+            .iter()
+            .map(|cp| cp.id.clone())
+            .collect::<Vec<_>>(),
+        vec![second.id.clone()]
+    );
+
+    let bad = [
+        (
+            ckpt_client::ListFilter {
+                metadata_contains: Some(serde_json::json!([1])),
+                ..Default::default()
+            },
+            "metadata_contains",
+        ),
+        (
+            ckpt_client::ListFilter {
+                tag: Some("bad tag".into()),
+                ..Default::default()
+            },
+            "tag",
+        ),
+        (
+            ckpt_client::ListFilter {
+                branch: Some("no;pe".into()),
+                ..Default::default()
+            },
+            "branch",
+        ),
+        (
+            ckpt_client::ListFilter {
+                created_after: Some(second.create_time),
+                created_before: Some(first.create_time),
+                ..Default::default()
+            },
+            "created_before",
+        ),
+    ];
+    for (filter, field) in bad {
+        let err = c
+            .list_checkpoints_where("lf", &filter, 10, "")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
+        assert!(err.to_string().contains(field), "{err}");
+    }
+}
+
 on_every_setup!(
+    list_filters_work_and_refuse_malformed_input,
     branches_move_by_compare_and_swap_and_are_logged,
     tags_pin_and_move_only_explicitly,
     a_fork_shares_data_and_lives_on_its_own,

@@ -121,6 +121,43 @@ pub struct BranchRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Which checkpoints a listing returns; every set field must hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckpointFilter {
+    pub branch: Option<String>,
+    /// Only the checkpoint this tag names.
+    pub tag: Option<String>,
+    /// A JSON object the metadata must contain, with PostgreSQL `jsonb @>` semantics.
+    pub metadata: Option<serde_json::Value>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created strictly before.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Case-insensitive text the message contains.
+    pub message: Option<String>,
+}
+
+/// Whether `doc` contains `pattern` as PostgreSQL's `jsonb @>` decides: objects contain every
+/// member of the pattern with a contained value, arrays contain each element of the pattern
+/// array somewhere, scalars are equal (numbers by value).
+pub fn json_contains(doc: &serde_json::Value, pattern: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (doc, pattern) {
+        (Value::Object(d), Value::Object(p)) => p
+            .iter()
+            .all(|(k, pv)| d.get(k).is_some_and(|dv| json_contains(dv, pv))),
+        (Value::Array(d), Value::Array(p)) => {
+            p.iter().all(|pv| d.iter().any(|dv| json_contains(dv, pv)))
+        }
+        // A top-level array contains a scalar it holds, as in jsonb.
+        (Value::Array(d), p) if !p.is_object() && !p.is_array() => {
+            d.iter().any(|dv| json_contains(dv, p))
+        }
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (a, b) => a == b,
+    }
+}
+
 /// What kind of ref a ref-log entry is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefKind {
@@ -261,11 +298,12 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
 
     async fn branch_head(&self, session: &str, branch: &str) -> Result<Option<Uuid>>;
 
-    /// A session's checkpoints with `seq < before` (all when `None`), newest first.
+    /// A session's checkpoints that pass `filter`, with `seq < before` (all when `None`),
+    /// newest first.
     async fn list_checkpoints(
         &self,
         session: &str,
-        branch: Option<&str>,
+        filter: &CheckpointFilter,
         before: Option<u64>,
         limit: u32,
     ) -> Result<Vec<CheckpointRecord>>;
@@ -349,4 +387,25 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<RefLogRecord>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::json_contains;
+
+    #[test]
+    fn containment_follows_jsonb_semantics() {
+        let doc = json!({"a": 1, "b": {"c": [1, 2, {"d": "x"}]}, "s": "t", "n": null});
+        assert!(json_contains(&doc, &json!({})));
+        assert!(json_contains(&doc, &json!({"a": 1.0})));
+        assert!(json_contains(&doc, &json!({"b": {"c": [2]}})));
+        assert!(json_contains(&doc, &json!({"b": {"c": [{"d": "x"}, 1]}})));
+        assert!(json_contains(&doc, &json!({"n": null})));
+        assert!(!json_contains(&doc, &json!({"a": 2})));
+        assert!(!json_contains(&doc, &json!({"b": {"c": [3]}})));
+        assert!(!json_contains(&doc, &json!({"s": ["t"]})));
+        assert!(!json_contains(&doc, &json!({"missing": null})));
+    }
 }

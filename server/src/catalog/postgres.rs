@@ -16,9 +16,9 @@ use tracing::info;
 use uuid::Uuid;
 
 use super::{
-    BlobRecord, BranchRecord, Catalog, CatalogError, CheckpointRecord, Edge, ImportOutcome,
-    ImportedBranch, ImportedCheckpoint, Location, NewBlob, NewCheckpoint, RefKind, RefLogRecord,
-    Result, SessionImport, SessionRecord, TagRecord,
+    BlobRecord, BranchRecord, Catalog, CatalogError, CheckpointFilter, CheckpointRecord, Edge,
+    ImportOutcome, ImportedBranch, ImportedCheckpoint, Location, NewBlob, NewCheckpoint, RefKind,
+    RefLogRecord, Result, SessionImport, SessionRecord, TagRecord,
 };
 use crate::core::codec::Codec;
 use crate::core::hash::Hash;
@@ -672,7 +672,7 @@ impl Catalog for PostgresCatalog {
     async fn list_checkpoints(
         &self,
         session: &str,
-        branch: Option<&str>,
+        filter: &CheckpointFilter,
         before: Option<u64>,
         limit: u32,
     ) -> Result<Vec<CheckpointRecord>> {
@@ -680,13 +680,24 @@ impl Catalog for PostgresCatalog {
             "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints c JOIN sessions s ON s.id = c.session_id \
              WHERE s.name = $1 AND ($2::text IS NULL OR c.branch = $2) \
                AND ($3::int8 IS NULL OR c.seq < $3) \
+               AND ($5::text IS NULL OR c.id IN \
+                    (SELECT t.checkpoint_id FROM tags t WHERE t.session_id = s.id AND t.name = $5)) \
+               AND ($6::jsonb IS NULL OR c.metadata @> $6::jsonb) \
+               AND ($7::timestamptz IS NULL OR c.created_at >= $7) \
+               AND ($8::timestamptz IS NULL OR c.created_at < $8) \
+               AND ($9::text IS NULL OR strpos(lower(c.message), lower($9)) > 0) \
              ORDER BY c.seq DESC LIMIT $4"
         );
         let rows: Vec<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(session)
-            .bind(branch)
+            .bind(filter.branch.as_deref())
             .bind(before.map(|b| b as i64))
             .bind(i64::from(limit))
+            .bind(filter.tag.as_deref())
+            .bind(filter.metadata.as_ref().map(|m| m.to_string()))
+            .bind(filter.created_after)
+            .bind(filter.created_before)
+            .bind(filter.message.as_deref())
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;

@@ -17,9 +17,9 @@ use tracing::info;
 use uuid::Uuid;
 
 use super::{
-    BlobRecord, BranchRecord, Catalog, CatalogError, CheckpointRecord, Edge, ImportOutcome,
-    ImportedBranch, ImportedCheckpoint, Location, NewBlob, NewCheckpoint, RefKind, RefLogRecord,
-    Result, SessionImport, SessionRecord, TagRecord,
+    BlobRecord, BranchRecord, Catalog, CatalogError, CheckpointFilter, CheckpointRecord, Edge,
+    ImportOutcome, ImportedBranch, ImportedCheckpoint, Location, NewBlob, NewCheckpoint, RefKind,
+    RefLogRecord, Result, SessionImport, SessionRecord, TagRecord, json_contains,
 };
 use crate::core::codec::Codec;
 use crate::core::hash::Hash;
@@ -419,6 +419,38 @@ impl SqliteCatalog {
             .map_err(classify)
     }
 
+    /// One batch of a listing, every filter applied except metadata containment.
+    async fn list_batch(
+        &self,
+        session: &str,
+        filter: &CheckpointFilter,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>> {
+        let sql = format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints c JOIN sessions s ON s.id = c.session_id \
+             WHERE s.name = ?1 AND (?2 IS NULL OR c.branch = ?2) AND (?3 IS NULL OR c.seq < ?3) \
+               AND (?5 IS NULL OR c.id IN \
+                    (SELECT t.checkpoint_id FROM tags t WHERE t.session_id = s.id AND t.name = ?5)) \
+               AND (?6 IS NULL OR c.created_at >= ?6) AND (?7 IS NULL OR c.created_at < ?7) \
+               AND (?8 IS NULL OR instr(lower(c.message), lower(?8)) > 0) \
+             ORDER BY c.seq DESC LIMIT ?4"
+        );
+        let rows: Vec<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(session)
+            .bind(filter.branch.as_deref())
+            .bind(before.map(|b| b as i64))
+            .bind(i64::from(limit))
+            .bind(filter.tag.as_deref())
+            .bind(filter.created_after.map(|t| t.timestamp_micros()))
+            .bind(filter.created_before.map(|t| t.timestamp_micros()))
+            .bind(filter.message.as_deref())
+            .fetch_all(&self.reader)
+            .await
+            .map_err(classify)?;
+        rows.into_iter().map(CheckpointRecord::try_from).collect()
+    }
+
     /// Inserts one imported checkpoint unless present; returns whether it was inserted.
     async fn import_checkpoint(
         tx: &mut Transaction<'static, Sqlite>,
@@ -682,24 +714,40 @@ impl Catalog for SqliteCatalog {
     async fn list_checkpoints(
         &self,
         session: &str,
-        branch: Option<&str>,
+        filter: &CheckpointFilter,
         before: Option<u64>,
         limit: u32,
     ) -> Result<Vec<CheckpointRecord>> {
-        let sql = format!(
-            "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints c JOIN sessions s ON s.id = c.session_id \
-             WHERE s.name = ?1 AND (?2 IS NULL OR c.branch = ?2) AND (?3 IS NULL OR c.seq < ?3) \
-             ORDER BY c.seq DESC LIMIT ?4"
-        );
-        let rows: Vec<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(session)
-            .bind(branch)
-            .bind(before.map(|b| b as i64))
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(classify)?;
-        rows.into_iter().map(CheckpointRecord::try_from).collect()
+        // SQLite has no JSON containment operator: the metadata filter runs here, over
+        // batches read newest first until the page is full.
+        let batch = if filter.metadata.is_some() {
+            limit.max(256)
+        } else {
+            limit
+        };
+        let mut out = Vec::new();
+        let mut cursor = before;
+        loop {
+            let rows = self.list_batch(session, filter, cursor, batch).await?;
+            let exhausted = rows.len() < batch as usize;
+            cursor = rows.last().map(|r| r.seq);
+            for record in rows {
+                let keep = match &filter.metadata {
+                    Some(pattern) => serde_json::from_str(&record.metadata)
+                        .is_ok_and(|doc: serde_json::Value| json_contains(&doc, pattern)),
+                    None => true,
+                };
+                if keep {
+                    out.push(record);
+                    if out.len() == limit as usize {
+                        return Ok(out);
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(out);
+            }
+        }
     }
 
     async fn session(&self, name: &str) -> Result<Option<SessionRecord>> {

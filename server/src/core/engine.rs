@@ -12,7 +12,7 @@ use super::manifest::{ManifestError, Page, PageLoader, Root};
 use super::validate;
 use crate::blobs::{BlobError, BlobStore};
 use crate::catalog::{
-    BlobRecord, Catalog, CatalogError, CheckpointRecord, Location, SessionRecord,
+    BlobRecord, Catalog, CatalogError, CheckpointFilter, CheckpointRecord, Location, SessionRecord,
 };
 
 /// Tunables of the write and read paths.
@@ -137,17 +137,14 @@ impl Engine {
     pub async fn list_checkpoints(
         &self,
         session: &str,
-        branch: Option<&str>,
+        filter: &CheckpointFilter,
         before: Option<u64>,
         limit: u32,
     ) -> Result<Vec<CheckpointRecord>, EngineError> {
         validate::name("session_id", session)?;
-        if let Some(branch) = branch {
-            validate::name("branch", branch)?;
-        }
         Ok(self
             .catalog
-            .list_checkpoints(session, branch, before, limit)
+            .list_checkpoints(session, filter, before, limit)
             .await?)
     }
 

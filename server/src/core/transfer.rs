@@ -19,7 +19,8 @@ use super::manifest::Page;
 use super::sink::BlobSink;
 use super::validate;
 use crate::catalog::{
-    BlobKind, CheckpointRecord, ImportOutcome, ImportedBranch, ImportedCheckpoint, SessionImport,
+    BlobKind, CheckpointFilter, CheckpointRecord, ImportOutcome, ImportedBranch,
+    ImportedCheckpoint, SessionImport,
 };
 
 /// Bundle bytes are sent in pieces of about this size.
@@ -104,7 +105,7 @@ impl Engine {
         loop {
             let page = self
                 .catalog
-                .list_checkpoints(session, None, before, EXPORT_PAGE)
+                .list_checkpoints(session, &CheckpointFilter::default(), before, EXPORT_PAGE)
                 .await?;
             let done = page.len() < EXPORT_PAGE as usize;
             before = page.last().map(|cp| cp.seq);

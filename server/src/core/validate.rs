@@ -132,6 +132,49 @@ fn contains_nul(value: &serde_json::Value) -> bool {
     }
 }
 
+/// A listing filter, as the wire carries it: every field optional, each checked here.
+#[allow(clippy::too_many_arguments)]
+pub fn checkpoint_filter(
+    branch: &str,
+    tag: &str,
+    metadata_contains: &str,
+    created_after: Option<chrono::DateTime<chrono::Utc>>,
+    created_before: Option<chrono::DateTime<chrono::Utc>>,
+    message_contains: &str,
+) -> Result<crate::catalog::CheckpointFilter, EngineError> {
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    if !branch.is_empty() {
+        name("branch", branch)?;
+    }
+    if !tag.is_empty() {
+        name("tag", tag)?;
+    }
+    let metadata = match metadata_contains.trim() {
+        "" => None,
+        text => {
+            let canonical = metadata("metadata_contains", text)?;
+            Some(serde_json::from_str(&canonical).expect("canonical JSON parses"))
+        }
+    };
+    if let (Some(a), Some(b)) = (created_after, created_before)
+        && a >= b
+    {
+        return Err(invalid(
+            "created_before",
+            "must be later than created_after",
+        ));
+    }
+    message("message_contains", message_contains)?;
+    Ok(crate::catalog::CheckpointFilter {
+        branch: some(branch),
+        tag: some(tag),
+        metadata,
+        created_after,
+        created_before,
+        message: some(message_contains),
+    })
+}
+
 /// A checkpoint message: free text of at most 64 KiB.
 pub fn message(field: &str, value: &str) -> Result<(), EngineError> {
     if value.len() > MAX_MESSAGE_BYTES {

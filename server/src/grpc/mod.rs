@@ -210,11 +210,18 @@ impl CheckpointService for CheckpointApi {
         let req = request.into_inner();
         let limit = page_size(req.page_size)?;
         let before = decode_seq_token(&req.page_token)?;
-        let branch = (!req.branch.is_empty()).then_some(req.branch.as_str());
+        let filter = validate::checkpoint_filter(
+            &req.branch,
+            &req.tag,
+            &req.metadata_contains,
+            time("created_after", req.created_after)?,
+            time("created_before", req.created_before)?,
+            &req.message_contains,
+        )?;
 
         let mut records = self
             .engine
-            .list_checkpoints(&req.session_id, branch, before, limit + 1)
+            .list_checkpoints(&req.session_id, &filter, before, limit + 1)
             .await?;
         if records.is_empty() && before.is_none() {
             // An empty first page of an unknown session is NOT_FOUND, not silence.
@@ -500,6 +507,16 @@ fn mode(value: i32) -> Result<Mode, Status> {
             "mode: {value} is not a CreateMode"
         ))),
     }
+}
+
+fn time(
+    field: &str,
+    ts: Option<prost_types::Timestamp>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
+    let Some(ts) = ts else { return Ok(None) };
+    chrono::DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).unwrap_or(u32::MAX))
+        .map(Some)
+        .ok_or_else(|| Status::invalid_argument(format!("{field}: not a valid time")))
 }
 
 fn page_size(requested: u32) -> Result<u32, Status> {
