@@ -1,0 +1,564 @@
+//! The Postgres catalog.
+//!
+//! Every write to a session first locks the session's row, so commits, deletes and head moves
+//! of one session are serialized by Postgres itself, across any number of server instances,
+//! while different sessions commit in parallel.
+
+mod refs;
+mod rows;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+use tracing::info;
+use uuid::Uuid;
+
+use crate::catalog::{
+    BlobRecord, BranchRecord, Catalog, CatalogError, CheckpointFilter, CheckpointRecord, Edge,
+    ImportOutcome, Location, NewBlob, NewCheckpoint, RefKind, RefLogRecord, Result, SessionImport,
+    SessionRecord, TagRecord,
+};
+use crate::core::hash::Hash;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Columns of a checkpoint joined with its session's name, in [`CheckpointRow`] order.
+const CHECKPOINT_COLUMNS: &str = "c.id, s.name AS session, c.seq, c.branch, c.parent_id, \
+     c.merge_parent_id, c.generation, c.created_at, c.metadata::text AS metadata, c.message, \
+     c.manifest_root, c.entry_count, c.logical_bytes, c.stored_bytes";
+
+use self::rows::*;
+
+/// The catalog on a Postgres database.
+#[derive(Debug, Clone)]
+pub struct PostgresCatalog {
+    pool: PgPool,
+}
+
+impl PostgresCatalog {
+    /// Connects with a pool of `max_connections` and applies pending migrations.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self> {
+        let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
+            CatalogError::Unavailable(format!("bad database URL: {e}"))
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(classify)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| CatalogError::Unavailable(format!("migrations failed: {e}")))?;
+        info!(
+            max_connections,
+            "postgres catalog ready, migrations applied"
+        );
+        Ok(Self { pool })
+    }
+
+    /// The pool, for tests and health checks.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes every connection; later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn lock_session(
+        tx: &mut Transaction<'static, Postgres>,
+        name: &str,
+    ) -> Result<Option<i64>> {
+        sqlx::query_scalar("SELECT id FROM sessions WHERE name = $1 FOR UPDATE")
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(classify)
+    }
+
+    /// Finds the session, creating it when absent, and locks its row.
+    async fn lock_or_create_session(
+        tx: &mut Transaction<'static, Postgres>,
+        name: &str,
+    ) -> Result<i64> {
+        if let Some(id) = Self::lock_session(tx, name).await? {
+            return Ok(id);
+        }
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO sessions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
+        )
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(classify)?;
+        match inserted {
+            Some(id) => Ok(id),
+            // Another writer created it first; its insert has committed, so lock that row.
+            None => Self::lock_session(tx, name).await?.ok_or_else(|| {
+                CatalogError::Unavailable(format!("session {name} is being deleted"))
+            }),
+        }
+    }
+
+    /// Checks that the branch's head is `parent` and returns the new checkpoint's generation.
+    async fn check_head(
+        tx: &mut Transaction<'static, Postgres>,
+        session_id: i64,
+        cp: &NewCheckpoint,
+    ) -> Result<i64> {
+        let head: Option<Uuid> =
+            sqlx::query_scalar("SELECT head FROM branches WHERE session_id = $1 AND name = $2")
+                .bind(session_id)
+                .bind(&cp.branch)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(classify)?;
+        if head.is_some() && head != cp.parent {
+            return Err(CatalogError::HeadMoved {
+                branch: cp.branch.clone(),
+                current: head,
+            });
+        }
+        let mut generation = 1;
+        for parent in cp.parent.iter().chain(&cp.merge_parent) {
+            let parent_generation: Option<i64> = sqlx::query_scalar(
+                "SELECT generation FROM checkpoints WHERE id = $1 AND session_id = $2",
+            )
+            .bind(parent)
+            .bind(session_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(classify)?;
+            let parent_generation = parent_generation.ok_or_else(|| {
+                CatalogError::NotFound(format!(
+                    "parent checkpoint {parent} in session {}",
+                    cp.session
+                ))
+            })?;
+            generation = generation.max(parent_generation + 1);
+        }
+        Ok(generation)
+    }
+
+    /// Registers new blobs and returns the stored bytes of those that were not there yet.
+    async fn insert_blobs(
+        tx: &mut Transaction<'static, Postgres>,
+        blobs: &[NewBlob],
+    ) -> Result<i64> {
+        if blobs.is_empty() {
+            return Ok(0);
+        }
+        let mut hashes = Vec::with_capacity(blobs.len());
+        let mut kinds = Vec::with_capacity(blobs.len());
+        let mut codecs = Vec::with_capacity(blobs.len());
+        let mut raw_lens = Vec::with_capacity(blobs.len());
+        let mut stored_lens = Vec::with_capacity(blobs.len());
+        let mut datas: Vec<Option<Vec<u8>>> = Vec::with_capacity(blobs.len());
+        let mut keys: Vec<Option<String>> = Vec::with_capacity(blobs.len());
+        for blob in blobs {
+            hashes.push(blob.hash.0.to_vec());
+            kinds.push(blob.kind as i16);
+            codecs.push(blob.codec as i16);
+            raw_lens.push(blob.raw_len as i64);
+            stored_lens.push(blob.stored_len as i64);
+            match &blob.location {
+                Location::Inline(data) => {
+                    datas.push(Some(data.to_vec()));
+                    keys.push(None);
+                }
+                Location::Object(key) => {
+                    datas.push(None);
+                    keys.push(Some(key.clone()));
+                }
+            }
+        }
+        // UNNEST binds one array per column: any number of blobs in seven parameters.
+        sqlx::query_scalar(
+            "WITH inserted AS ( \
+                 INSERT INTO chunks (hash, kind, codec, raw_len, stored_len, data, object_key) \
+                 SELECT * FROM UNNEST($1::bytea[], $2::int2[], $3::int2[], $4::int8[], \
+                                      $5::int8[], $6::bytea[], $7::text[]) \
+                 ON CONFLICT (hash) DO NOTHING \
+                 RETURNING stored_len) \
+             SELECT COALESCE(SUM(stored_len), 0)::int8 FROM inserted",
+        )
+        .bind(hashes)
+        .bind(kinds)
+        .bind(codecs)
+        .bind(raw_lens)
+        .bind(stored_lens)
+        .bind(datas)
+        .bind(keys)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(classify)
+    }
+}
+
+#[async_trait]
+impl Catalog for PostgresCatalog {
+    async fn existing_blobs(&self, hashes: &[Hash]) -> Result<HashSet<Hash>> {
+        if hashes.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let keys: Vec<Vec<u8>> = hashes.iter().map(|h| h.0.to_vec()).collect();
+        let found: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT hash FROM chunks WHERE hash = ANY($1)")
+                .bind(keys)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
+        Ok(found.iter().filter_map(|h| Hash::from_slice(h)).collect())
+    }
+
+    async fn blobs(&self, hashes: &[Hash]) -> Result<Vec<BlobRecord>> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Vec<u8>> = hashes.iter().map(|h| h.0.to_vec()).collect();
+        let rows: Vec<BlobRow> = sqlx::query_as(
+            "SELECT hash, codec, raw_len, data, object_key FROM chunks WHERE hash = ANY($1)",
+        )
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.into_iter().map(BlobRecord::try_from).collect()
+    }
+
+    async fn commit(&self, cp: NewCheckpoint) -> Result<CheckpointRecord> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+
+        // The session row lock orders this commit against every other write to the session.
+        let session_id = match cp.parent {
+            None => Self::lock_or_create_session(&mut tx, &cp.session).await?,
+            Some(parent) => Self::lock_session(&mut tx, &cp.session)
+                .await?
+                .ok_or_else(|| {
+                    CatalogError::NotFound(format!(
+                        "parent checkpoint {parent} in session {}",
+                        cp.session
+                    ))
+                })?,
+        };
+        let generation = Self::check_head(&mut tx, session_id, &cp).await?;
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE sessions SET last_seq = last_seq + 1, checkpoint_count = checkpoint_count + 1, \
+             updated_at = now() WHERE id = $1 RETURNING last_seq",
+        )
+        .bind(session_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let stored_bytes = Self::insert_blobs(&mut tx, &cp.blobs).await?;
+
+        let created_at: DateTime<Utc> = sqlx::query_scalar(
+            "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, merge_parent_id, \
+             generation, metadata, message, manifest_root, entry_count, logical_bytes, stored_bytes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13) RETURNING created_at",
+        )
+        .bind(cp.id)
+        .bind(session_id)
+        .bind(seq)
+        .bind(&cp.branch)
+        .bind(cp.parent)
+        .bind(cp.merge_parent)
+        .bind(generation)
+        .bind(&cp.metadata)
+        .bind(&cp.message)
+        .bind(cp.manifest_root.map(|h| h.0.to_vec()))
+        .bind(cp.entry_count as i64)
+        .bind(cp.logical_bytes as i64)
+        .bind(stored_bytes)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO branches (session_id, name, head) VALUES ($1, $2, $3) \
+             ON CONFLICT (session_id, name) DO UPDATE SET head = EXCLUDED.head, updated_at = now()",
+        )
+        .bind(session_id)
+        .bind(&cp.branch)
+        .bind(cp.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let op = if cp.merge_parent.is_some() {
+            "merge"
+        } else {
+            "commit"
+        };
+        Self::log_ref(
+            &mut tx,
+            session_id,
+            RefKind::Branch,
+            &cp.branch,
+            cp.parent,
+            Some(cp.id),
+            op,
+        )
+        .await?;
+
+        tx.commit().await.map_err(classify)?;
+        Ok(CheckpointRecord {
+            id: cp.id,
+            session: cp.session,
+            seq: seq as u64,
+            branch: cp.branch,
+            parents: cp.parent.into_iter().chain(cp.merge_parent).collect(),
+            generation: generation as u64,
+            created_at,
+            metadata: cp.metadata,
+            message: cp.message,
+            manifest_root: cp.manifest_root,
+            entry_count: cp.entry_count,
+            logical_bytes: cp.logical_bytes,
+            stored_bytes: stored_bytes as u64,
+        })
+    }
+
+    async fn checkpoint(&self, id: Uuid) -> Result<Option<CheckpointRecord>> {
+        let sql = format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints c JOIN sessions s ON s.id = c.session_id \
+             WHERE c.id = $1"
+        );
+        let row: Option<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.map(CheckpointRecord::try_from).transpose()
+    }
+
+    async fn branch_head(&self, session: &str, branch: &str) -> Result<Option<Uuid>> {
+        sqlx::query_scalar(
+            "SELECT b.head FROM branches b JOIN sessions s ON s.id = b.session_id \
+             WHERE s.name = $1 AND b.name = $2",
+        )
+        .bind(session)
+        .bind(branch)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
+    async fn list_checkpoints(
+        &self,
+        session: &str,
+        filter: &CheckpointFilter,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>> {
+        let sql = format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints c JOIN sessions s ON s.id = c.session_id \
+             WHERE s.name = $1 AND ($2::text IS NULL OR c.branch = $2) \
+               AND ($3::int8 IS NULL OR c.seq < $3) \
+               AND ($5::text IS NULL OR c.id IN \
+                    (SELECT t.checkpoint_id FROM tags t WHERE t.session_id = s.id AND t.name = $5)) \
+               AND ($6::jsonb IS NULL OR c.metadata @> $6::jsonb) \
+               AND ($7::timestamptz IS NULL OR c.created_at >= $7) \
+               AND ($8::timestamptz IS NULL OR c.created_at < $8) \
+               AND ($9::text IS NULL OR strpos(lower(c.message), lower($9)) > 0) \
+             ORDER BY c.seq DESC LIMIT $4"
+        );
+        let rows: Vec<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(session)
+            .bind(filter.branch.as_deref())
+            .bind(before.map(|b| b as i64))
+            .bind(i64::from(limit))
+            .bind(filter.tag.as_deref())
+            .bind(filter.metadata.as_ref().map(|m| m.to_string()))
+            .bind(filter.created_after)
+            .bind(filter.created_before)
+            .bind(filter.message.as_deref())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.into_iter().map(CheckpointRecord::try_from).collect()
+    }
+
+    async fn session(&self, name: &str) -> Result<Option<SessionRecord>> {
+        let row: Option<SessionRow> = sqlx::query_as(
+            "SELECT name, created_at, updated_at, checkpoint_count FROM sessions WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(row.map(SessionRecord::from))
+    }
+
+    async fn list_sessions(&self, after: Option<&str>, limit: u32) -> Result<Vec<SessionRecord>> {
+        let rows: Vec<SessionRow> = sqlx::query_as(
+            "SELECT name, created_at, updated_at, checkpoint_count FROM sessions \
+             WHERE ($1::text IS NULL OR name > $1) ORDER BY name LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows.into_iter().map(SessionRecord::from).collect())
+    }
+
+    async fn delete_checkpoint(&self, id: Uuid) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let not_found = || CatalogError::NotFound(format!("checkpoint {id}"));
+        let session_id: i64 =
+            sqlx::query_scalar("SELECT session_id FROM checkpoints WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?
+                .ok_or_else(not_found)?;
+        sqlx::query("SELECT id FROM sessions WHERE id = $1 FOR UPDATE")
+            .bind(session_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+            .ok_or_else(not_found)?;
+        let heads: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM branches WHERE session_id = $1 AND head = $2 ORDER BY name",
+        )
+        .bind(session_id)
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(classify)?;
+        if !heads.is_empty() {
+            return Err(CatalogError::FailedPrecondition(format!(
+                "checkpoint {id} is the head of branch {}; move or delete the branch first",
+                heads.join(", ")
+            )));
+        }
+        let tags: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM tags WHERE checkpoint_id = $1 ORDER BY name")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?;
+        if !tags.is_empty() {
+            return Err(CatalogError::FailedPrecondition(format!(
+                "checkpoint {id} is tagged {}; remove the tag first",
+                tags.join(", ")
+            )));
+        }
+        let deleted = sqlx::query("DELETE FROM checkpoints WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if deleted.rows_affected() == 0 {
+            return Err(not_found());
+        }
+        sqlx::query(
+            "UPDATE sessions SET checkpoint_count = checkpoint_count - 1, updated_at = now() WHERE id = $1",
+        )
+        .bind(session_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn list_branches(&self, session: &str) -> Result<Vec<BranchRecord>> {
+        self.list_branches_impl(session).await
+    }
+
+    async fn import(&self, import: SessionImport) -> Result<ImportOutcome> {
+        self.import_impl(import).await
+    }
+
+    async fn checkpoints(&self, ids: &[Uuid]) -> Result<Vec<CheckpointRecord>> {
+        self.checkpoints_impl(ids).await
+    }
+
+    async fn ancestry(
+        &self,
+        from: Uuid,
+        first_parent: bool,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>> {
+        self.ancestry_impl(from, first_parent, before, limit).await
+    }
+
+    async fn edges(&self, roots: &[Uuid], min_generation: u64) -> Result<Vec<Edge>> {
+        self.edges_impl(roots, min_generation).await
+    }
+
+    async fn branch(&self, session: &str, name: &str) -> Result<Option<BranchRecord>> {
+        self.branch_impl(session, name).await
+    }
+
+    async fn create_branch(&self, session: &str, name: &str, at: Uuid) -> Result<BranchRecord> {
+        self.create_branch_impl(session, name, at).await
+    }
+
+    async fn move_branch(
+        &self,
+        session: &str,
+        name: &str,
+        expected: Uuid,
+        to: Uuid,
+        op: &str,
+    ) -> Result<()> {
+        self.move_branch_impl(session, name, expected, to, op).await
+    }
+
+    async fn delete_branch(&self, session: &str, name: &str, expected: Option<Uuid>) -> Result<()> {
+        self.delete_branch_impl(session, name, expected).await
+    }
+
+    async fn set_tag(
+        &self,
+        session: &str,
+        name: &str,
+        to: Uuid,
+        expected: Option<Uuid>,
+    ) -> Result<()> {
+        self.set_tag_impl(session, name, to, expected).await
+    }
+
+    async fn delete_tag(&self, session: &str, name: &str) -> Result<()> {
+        self.delete_tag_impl(session, name).await
+    }
+
+    async fn list_tags(&self, session: &str) -> Result<Vec<TagRecord>> {
+        self.list_tags_impl(session).await
+    }
+
+    async fn ref_log(
+        &self,
+        session: &str,
+        kind: RefKind,
+        name: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<RefLogRecord>> {
+        self.ref_log_impl(session, kind, name, before, limit).await
+    }
+
+    async fn delete_session(&self, name: &str) -> Result<u64> {
+        let deleted: Option<i64> =
+            sqlx::query_scalar("DELETE FROM sessions WHERE name = $1 RETURNING checkpoint_count")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
+        deleted
+            .map(|n| n as u64)
+            .ok_or_else(|| CatalogError::NotFound(format!("session {name}")))
+    }
+}

@@ -1,0 +1,537 @@
+//! The SQLite catalog: the embedded default, one file, no server to install.
+//!
+//! WAL mode lets reads run beside a write. Writes go through a pool of exactly one connection,
+//! so they queue inside the server instead of failing with "database is locked"; the busy
+//! timeout covers a second process opening the same file.
+
+mod refs;
+mod rows;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use tracing::info;
+use uuid::Uuid;
+
+use crate::catalog::{
+    BlobRecord, BranchRecord, Catalog, CatalogError, CheckpointFilter, CheckpointRecord, Edge,
+    ImportOutcome, Location, NewBlob, NewCheckpoint, RefKind, RefLogRecord, Result, SessionImport,
+    SessionRecord, TagRecord, json_contains,
+};
+use crate::core::hash::Hash;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// How long a write waits for a lock held by another process before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const CHECKPOINT_COLUMNS: &str = "c.id, s.name AS session, c.seq, c.branch, c.parent_id, \
+     c.merge_parent_id, c.generation, c.created_at, c.metadata, c.message, c.manifest_root, \
+     c.entry_count, c.logical_bytes, c.stored_bytes";
+
+use self::rows::*;
+
+/// The catalog in a SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteCatalog {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteCatalog {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open(path: &Path, read_connections: u32) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                CatalogError::Unavailable(format!("creating {}: {e}", dir.display()))
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit that returned survives a power cut, not only a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.clone())
+            .await
+            .map_err(classify)?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|e| CatalogError::Unavailable(format!("migrations failed: {e}")))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(read_connections.max(1))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(classify)?;
+        info!(path = %path.display(), "sqlite catalog ready, migrations applied");
+        Ok(Self { writer, reader })
+    }
+
+    /// Starts a write transaction holding the write lock from its first statement.
+    ///
+    /// A deferred transaction that reads and then writes fails with SQLITE_BUSY_SNAPSHOT when
+    /// another process committed in between, and SQLite then skips the busy handler; taking
+    /// the lock up front makes a second process wait for it (up to the busy timeout) instead.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)
+    }
+
+    /// Opens a catalog from a `sqlite://PATH` URL or a plain path.
+    pub async fn open_url(url: &str, read_connections: u32) -> Result<Self> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        let path = path.split('?').next().unwrap_or(path);
+        Self::open(Path::new(path), read_connections).await
+    }
+
+    async fn session_id(tx: &mut Transaction<'static, Sqlite>, name: &str) -> Result<Option<i64>> {
+        sqlx::query_scalar("SELECT id FROM sessions WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(classify)
+    }
+
+    async fn check_head(
+        tx: &mut Transaction<'static, Sqlite>,
+        session_id: i64,
+        cp: &NewCheckpoint,
+    ) -> Result<i64> {
+        let head: Option<Uuid> =
+            sqlx::query_scalar("SELECT head FROM branches WHERE session_id = ?1 AND name = ?2")
+                .bind(session_id)
+                .bind(&cp.branch)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(classify)?;
+        if head.is_some() && head != cp.parent {
+            return Err(CatalogError::HeadMoved {
+                branch: cp.branch.clone(),
+                current: head,
+            });
+        }
+        let mut generation = 1;
+        for parent in cp.parent.iter().chain(&cp.merge_parent) {
+            let parent_generation: Option<i64> = sqlx::query_scalar(
+                "SELECT generation FROM checkpoints WHERE id = ?1 AND session_id = ?2",
+            )
+            .bind(parent)
+            .bind(session_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(classify)?;
+            let parent_generation = parent_generation.ok_or_else(|| {
+                CatalogError::NotFound(format!(
+                    "parent checkpoint {parent} in session {}",
+                    cp.session
+                ))
+            })?;
+            generation = generation.max(parent_generation + 1);
+        }
+        Ok(generation)
+    }
+
+    async fn insert_blobs(
+        tx: &mut Transaction<'static, Sqlite>,
+        blobs: &[NewBlob],
+        now: i64,
+    ) -> Result<i64> {
+        let mut stored = 0;
+        for blob in blobs {
+            let (data, key) = match &blob.location {
+                Location::Inline(data) => (Some(data.to_vec()), None),
+                Location::Object(key) => (None, Some(key.as_str())),
+            };
+            let inserted = sqlx::query(
+                "INSERT INTO chunks (hash, kind, codec, raw_len, stored_len, data, object_key, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (hash) DO NOTHING",
+            )
+            .bind(blob.hash.0.to_vec())
+            .bind(blob.kind as i64)
+            .bind(blob.codec as i64)
+            .bind(blob.raw_len as i64)
+            .bind(blob.stored_len as i64)
+            .bind(data)
+            .bind(key)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(classify)?;
+            if inserted.rows_affected() == 1 {
+                stored += blob.stored_len as i64;
+            }
+        }
+        Ok(stored)
+    }
+}
+
+#[async_trait]
+impl Catalog for SqliteCatalog {
+    async fn existing_blobs(&self, hashes: &[Hash]) -> Result<HashSet<Hash>> {
+        if hashes.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let found: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT hash FROM chunks WHERE hash IN (SELECT unhex(value) FROM json_each(?1))",
+        )
+        .bind(hex_array(hashes))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(found.iter().filter_map(|h| Hash::from_slice(h)).collect())
+    }
+
+    async fn blobs(&self, hashes: &[Hash]) -> Result<Vec<BlobRecord>> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<BlobRow> = sqlx::query_as(
+            "SELECT hash, codec, raw_len, data, object_key FROM chunks \
+             WHERE hash IN (SELECT unhex(value) FROM json_each(?1))",
+        )
+        .bind(hex_array(hashes))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        rows.into_iter().map(BlobRecord::try_from).collect()
+    }
+
+    async fn commit(&self, cp: NewCheckpoint) -> Result<CheckpointRecord> {
+        let mut tx = self.begin_write().await?;
+        let now = now_micros();
+
+        let session_id = match (Self::session_id(&mut tx, &cp.session).await?, cp.parent) {
+            (Some(id), _) => id,
+            (None, Some(parent)) => {
+                return Err(CatalogError::NotFound(format!("parent checkpoint {parent} in session {}", cp.session)));
+            }
+            (None, None) => sqlx::query_scalar(
+                "INSERT INTO sessions (name, created_at, updated_at) VALUES (?1, ?2, ?2) RETURNING id",
+            )
+            .bind(&cp.session)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?,
+        };
+        let generation = Self::check_head(&mut tx, session_id, &cp).await?;
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE sessions SET last_seq = last_seq + 1, checkpoint_count = checkpoint_count + 1, \
+             updated_at = ?2 WHERE id = ?1 RETURNING last_seq",
+        )
+        .bind(session_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let stored_bytes = Self::insert_blobs(&mut tx, &cp.blobs, now).await?;
+
+        sqlx::query(
+            "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, merge_parent_id, \
+             generation, created_at, metadata, message, manifest_root, entry_count, logical_bytes, \
+             stored_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?14, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )
+        .bind(cp.id)
+        .bind(session_id)
+        .bind(seq)
+        .bind(&cp.branch)
+        .bind(cp.parent)
+        .bind(generation)
+        .bind(now)
+        .bind(&cp.metadata)
+        .bind(&cp.message)
+        .bind(cp.manifest_root.map(|h| h.0.to_vec()))
+        .bind(cp.entry_count as i64)
+        .bind(cp.logical_bytes as i64)
+        .bind(stored_bytes)
+        .bind(cp.merge_parent)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO branches (session_id, name, head, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4) \
+             ON CONFLICT (session_id, name) DO UPDATE SET head = excluded.head, updated_at = excluded.updated_at",
+        )
+        .bind(session_id)
+        .bind(&cp.branch)
+        .bind(cp.id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let op = if cp.merge_parent.is_some() {
+            "merge"
+        } else {
+            "commit"
+        };
+        Self::log_ref(
+            &mut tx,
+            session_id,
+            RefKind::Branch,
+            &cp.branch,
+            cp.parent,
+            Some(cp.id),
+            op,
+            now,
+        )
+        .await?;
+
+        tx.commit().await.map_err(classify)?;
+        Ok(CheckpointRecord {
+            id: cp.id,
+            session: cp.session,
+            seq: seq as u64,
+            branch: cp.branch,
+            parents: cp.parent.into_iter().chain(cp.merge_parent).collect(),
+            generation: generation as u64,
+            created_at: from_micros(now),
+            metadata: cp.metadata,
+            message: cp.message,
+            manifest_root: cp.manifest_root,
+            entry_count: cp.entry_count,
+            logical_bytes: cp.logical_bytes,
+            stored_bytes: stored_bytes as u64,
+        })
+    }
+
+    async fn checkpoint(&self, id: Uuid) -> Result<Option<CheckpointRecord>> {
+        let sql = format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints c JOIN sessions s ON s.id = c.session_id WHERE c.id = ?1"
+        );
+        let row: Option<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(classify)?;
+        row.map(CheckpointRecord::try_from).transpose()
+    }
+
+    async fn branch_head(&self, session: &str, branch: &str) -> Result<Option<Uuid>> {
+        sqlx::query_scalar(
+            "SELECT b.head FROM branches b JOIN sessions s ON s.id = b.session_id WHERE s.name = ?1 AND b.name = ?2",
+        )
+        .bind(session)
+        .bind(branch)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(classify)
+    }
+
+    async fn list_checkpoints(
+        &self,
+        session: &str,
+        filter: &CheckpointFilter,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>> {
+        // SQLite has no JSON containment operator: the metadata filter runs here, over
+        // batches read newest first until the page is full.
+        let batch = if filter.metadata.is_some() {
+            limit.max(256)
+        } else {
+            limit
+        };
+        let mut out = Vec::new();
+        let mut cursor = before;
+        loop {
+            let rows = self.list_batch(session, filter, cursor, batch).await?;
+            let exhausted = rows.len() < batch as usize;
+            cursor = rows.last().map(|r| r.seq);
+            for record in rows {
+                let keep = match &filter.metadata {
+                    Some(pattern) => serde_json::from_str(&record.metadata)
+                        .is_ok_and(|doc: serde_json::Value| json_contains(&doc, pattern)),
+                    None => true,
+                };
+                if keep {
+                    out.push(record);
+                    if out.len() == limit as usize {
+                        return Ok(out);
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn session(&self, name: &str) -> Result<Option<SessionRecord>> {
+        let row: Option<SessionRow> = sqlx::query_as(
+            "SELECT name, created_at, updated_at, checkpoint_count FROM sessions WHERE name = ?1",
+        )
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(row.map(SessionRecord::from))
+    }
+
+    async fn list_sessions(&self, after: Option<&str>, limit: u32) -> Result<Vec<SessionRecord>> {
+        let rows: Vec<SessionRow> = sqlx::query_as(
+            "SELECT name, created_at, updated_at, checkpoint_count FROM sessions \
+             WHERE (?1 IS NULL OR name > ?1) ORDER BY name LIMIT ?2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows.into_iter().map(SessionRecord::from).collect())
+    }
+
+    async fn delete_checkpoint(&self, id: Uuid) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let not_found = || CatalogError::NotFound(format!("checkpoint {id}"));
+        let session_id: i64 =
+            sqlx::query_scalar("SELECT session_id FROM checkpoints WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?
+                .ok_or_else(not_found)?;
+        let heads: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM branches WHERE session_id = ?1 AND head = ?2 ORDER BY name",
+        )
+        .bind(session_id)
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(classify)?;
+        if !heads.is_empty() {
+            return Err(CatalogError::FailedPrecondition(format!(
+                "checkpoint {id} is the head of branch {}; move or delete the branch first",
+                heads.join(", ")
+            )));
+        }
+        let tags: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM tags WHERE checkpoint_id = ?1 ORDER BY name")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?;
+        if !tags.is_empty() {
+            return Err(CatalogError::FailedPrecondition(format!(
+                "checkpoint {id} is tagged {}; remove the tag first",
+                tags.join(", ")
+            )));
+        }
+        sqlx::query("DELETE FROM checkpoints WHERE id = ?1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        sqlx::query("UPDATE sessions SET checkpoint_count = checkpoint_count - 1, updated_at = ?2 WHERE id = ?1")
+            .bind(session_id)
+            .bind(now_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn list_branches(&self, session: &str) -> Result<Vec<BranchRecord>> {
+        self.list_branches_impl(session).await
+    }
+
+    async fn import(&self, import: SessionImport) -> Result<ImportOutcome> {
+        self.import_impl(import).await
+    }
+
+    async fn checkpoints(&self, ids: &[Uuid]) -> Result<Vec<CheckpointRecord>> {
+        self.checkpoints_impl(ids).await
+    }
+
+    async fn ancestry(
+        &self,
+        from: Uuid,
+        first_parent: bool,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>> {
+        self.ancestry_impl(from, first_parent, before, limit).await
+    }
+
+    async fn edges(&self, roots: &[Uuid], min_generation: u64) -> Result<Vec<Edge>> {
+        self.edges_impl(roots, min_generation).await
+    }
+
+    async fn branch(&self, session: &str, name: &str) -> Result<Option<BranchRecord>> {
+        self.branch_impl(session, name).await
+    }
+
+    async fn create_branch(&self, session: &str, name: &str, at: Uuid) -> Result<BranchRecord> {
+        self.create_branch_impl(session, name, at).await
+    }
+
+    async fn move_branch(
+        &self,
+        session: &str,
+        name: &str,
+        expected: Uuid,
+        to: Uuid,
+        op: &str,
+    ) -> Result<()> {
+        self.move_branch_impl(session, name, expected, to, op).await
+    }
+
+    async fn delete_branch(&self, session: &str, name: &str, expected: Option<Uuid>) -> Result<()> {
+        self.delete_branch_impl(session, name, expected).await
+    }
+
+    async fn set_tag(
+        &self,
+        session: &str,
+        name: &str,
+        to: Uuid,
+        expected: Option<Uuid>,
+    ) -> Result<()> {
+        self.set_tag_impl(session, name, to, expected).await
+    }
+
+    async fn delete_tag(&self, session: &str, name: &str) -> Result<()> {
+        self.delete_tag_impl(session, name).await
+    }
+
+    async fn list_tags(&self, session: &str) -> Result<Vec<TagRecord>> {
+        self.list_tags_impl(session).await
+    }
+
+    async fn ref_log(
+        &self,
+        session: &str,
+        kind: RefKind,
+        name: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<RefLogRecord>> {
+        self.ref_log_impl(session, kind, name, before, limit).await
+    }
+
+    async fn delete_session(&self, name: &str) -> Result<u64> {
+        let deleted: Option<i64> =
+            sqlx::query_scalar("DELETE FROM sessions WHERE name = ?1 RETURNING checkpoint_count")
+                .bind(name)
+                .fetch_optional(&self.writer)
+                .await
+                .map_err(classify)?;
+        deleted
+            .map(|n| n as u64)
+            .ok_or_else(|| CatalogError::NotFound(format!("session {name}")))
+    }
+}

@@ -1,0 +1,635 @@
+//! The sqlite catalog's transaction helpers, history, branches, tags and import.
+
+use sqlx::{Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::rows::*;
+use super::{CHECKPOINT_COLUMNS, SqliteCatalog};
+use crate::catalog::{
+    BranchRecord, CatalogError, CheckpointFilter, CheckpointRecord, Edge, ImportOutcome,
+    ImportedBranch, ImportedCheckpoint, RefKind, RefLogRecord, Result, SessionImport, TagRecord,
+};
+
+impl SqliteCatalog {
+    /// Records a ref move in the ref-log, inside the transaction that makes it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn log_ref(
+        tx: &mut Transaction<'static, Sqlite>,
+        session_id: i64,
+        kind: RefKind,
+        name: &str,
+        old: Option<Uuid>,
+        new: Option<Uuid>,
+        op: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO ref_log (session_id, ref_kind, ref_name, old_head, new_head, op, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(session_id)
+        .bind(kind as i64)
+        .bind(name)
+        .bind(old)
+        .bind(new)
+        .bind(op)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    pub(super) async fn existing_session(
+        tx: &mut Transaction<'static, Sqlite>,
+        name: &str,
+    ) -> Result<i64> {
+        Self::session_id(tx, name)
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(format!("session {name}")))
+    }
+
+    pub(super) async fn require_checkpoint(
+        tx: &mut Transaction<'static, Sqlite>,
+        session_id: i64,
+        session: &str,
+        id: Uuid,
+    ) -> Result<()> {
+        let found: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM checkpoints WHERE id = ?1 AND session_id = ?2")
+                .bind(id)
+                .bind(session_id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(classify)?;
+        found
+            .map(|_| ())
+            .ok_or_else(|| CatalogError::NotFound(format!("checkpoint {id} in session {session}")))
+    }
+
+    pub(super) async fn head_of(
+        tx: &mut Transaction<'static, Sqlite>,
+        session_id: i64,
+        name: &str,
+    ) -> Result<Option<Uuid>> {
+        sqlx::query_scalar("SELECT head FROM branches WHERE session_id = ?1 AND name = ?2")
+            .bind(session_id)
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(classify)
+    }
+
+    /// One batch of a listing, every filter applied except metadata containment.
+    pub(super) async fn list_batch(
+        &self,
+        session: &str,
+        filter: &CheckpointFilter,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>> {
+        let sql = format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints c JOIN sessions s ON s.id = c.session_id \
+             WHERE s.name = ?1 AND (?2 IS NULL OR c.branch = ?2) AND (?3 IS NULL OR c.seq < ?3) \
+               AND (?5 IS NULL OR c.id IN \
+                    (SELECT t.checkpoint_id FROM tags t WHERE t.session_id = s.id AND t.name = ?5)) \
+               AND (?6 IS NULL OR c.created_at >= ?6) AND (?7 IS NULL OR c.created_at < ?7) \
+               AND (?8 IS NULL OR instr(lower(c.message), lower(?8)) > 0) \
+             ORDER BY c.seq DESC LIMIT ?4"
+        );
+        let rows: Vec<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(session)
+            .bind(filter.branch.as_deref())
+            .bind(before.map(|b| b as i64))
+            .bind(i64::from(limit))
+            .bind(filter.tag.as_deref())
+            .bind(filter.created_after.map(|t| t.timestamp_micros()))
+            .bind(filter.created_before.map(|t| t.timestamp_micros()))
+            .bind(filter.message.as_deref())
+            .fetch_all(&self.reader)
+            .await
+            .map_err(classify)?;
+        rows.into_iter().map(CheckpointRecord::try_from).collect()
+    }
+
+    /// Inserts one imported checkpoint unless present; returns whether it was inserted.
+    pub(super) async fn import_checkpoint(
+        tx: &mut Transaction<'static, Sqlite>,
+        session_id: i64,
+        cp: &ImportedCheckpoint,
+        now: i64,
+    ) -> Result<bool> {
+        let owner: Option<i64> =
+            sqlx::query_scalar("SELECT session_id FROM checkpoints WHERE id = ?1")
+                .bind(cp.id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(classify)?;
+        match owner {
+            Some(owner) if owner == session_id => return Ok(false),
+            Some(_) => {
+                return Err(CatalogError::AlreadyExists(format!(
+                    "checkpoint {} already exists in another session",
+                    cp.id
+                )));
+            }
+            None => {}
+        }
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE sessions SET last_seq = last_seq + 1, checkpoint_count = checkpoint_count + 1, \
+             updated_at = ?2 WHERE id = ?1 RETURNING last_seq",
+        )
+        .bind(session_id)
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, merge_parent_id, \
+             generation, created_at, metadata, message, manifest_root, entry_count, \
+             logical_bytes, stored_bytes) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )
+        .bind(cp.id)
+        .bind(session_id)
+        .bind(seq)
+        .bind(&cp.branch)
+        .bind(cp.parents.first())
+        .bind(cp.parents.get(1))
+        .bind(cp.generation as i64)
+        .bind(cp.created_at.timestamp_micros())
+        .bind(&cp.metadata)
+        .bind(&cp.message)
+        .bind(cp.manifest_root.map(|h| h.0.to_vec()))
+        .bind(cp.entry_count as i64)
+        .bind(cp.logical_bytes as i64)
+        .bind(cp.stored_bytes as i64)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+        Ok(true)
+    }
+
+    /// Creates or fast-forwards one imported branch; returns whether it changed.
+    pub(super) async fn import_branch(
+        tx: &mut Transaction<'static, Sqlite>,
+        session_id: i64,
+        branch: &ImportedBranch,
+        now: i64,
+    ) -> Result<bool> {
+        let head: Option<Uuid> =
+            sqlx::query_scalar("SELECT head FROM branches WHERE session_id = ?1 AND name = ?2")
+                .bind(session_id)
+                .bind(&branch.name)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(classify)?;
+        match head {
+            Some(current) if current == branch.head => return Ok(false),
+            Some(current) if !branch.ancestors.contains(&current) => {
+                return Err(CatalogError::FailedPrecondition(format!(
+                    "branch {} has diverged: its head {current} is not in the bundle's history of {}",
+                    branch.name, branch.head
+                )));
+            }
+            _ => {}
+        }
+        sqlx::query(
+            "INSERT INTO branches (session_id, name, head, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4) \
+             ON CONFLICT (session_id, name) DO UPDATE SET head = excluded.head, updated_at = excluded.updated_at",
+        )
+        .bind(session_id)
+        .bind(&branch.name)
+        .bind(branch.head)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+        Self::log_ref(
+            tx,
+            session_id,
+            RefKind::Branch,
+            &branch.name,
+            head,
+            Some(branch.head),
+            "import",
+            now,
+        )
+        .await?;
+        Ok(true)
+    }
+}
+
+impl SqliteCatalog {
+    pub(super) async fn list_branches_impl(&self, session: &str) -> Result<Vec<BranchRecord>> {
+        let rows: Vec<BranchRow> = sqlx::query_as(
+            "SELECT b.name, b.head, b.created_at, b.updated_at FROM branches b \
+             JOIN sessions s ON s.id = b.session_id WHERE s.name = ?1 ORDER BY b.name",
+        )
+        .bind(session)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows.into_iter().map(BranchRecord::from).collect())
+    }
+
+    pub(super) async fn import_impl(&self, import: SessionImport) -> Result<ImportOutcome> {
+        let mut tx = self.begin_write().await?;
+        let now = now_micros();
+        let session_id = match Self::session_id(&mut tx, &import.session).await? {
+            Some(id) => id,
+            None => sqlx::query_scalar(
+                "INSERT INTO sessions (name, created_at, updated_at) VALUES (?1, ?2, ?2) RETURNING id",
+            )
+            .bind(&import.session)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?,
+        };
+        let mut outcome = ImportOutcome {
+            stored_bytes: Self::insert_blobs(&mut tx, &import.blobs, now).await? as u64,
+            ..ImportOutcome::default()
+        };
+        for cp in &import.checkpoints {
+            if Self::import_checkpoint(&mut tx, session_id, cp, now).await? {
+                outcome.imported += 1;
+            } else {
+                outcome.present += 1;
+            }
+        }
+        for branch in &import.branches {
+            if Self::import_branch(&mut tx, session_id, branch, now).await? {
+                outcome.branches_updated += 1;
+            }
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(outcome)
+    }
+
+    pub(super) async fn checkpoints_impl(&self, ids: &[Uuid]) -> Result<Vec<CheckpointRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints c JOIN sessions s ON s.id = c.session_id \
+             WHERE c.id IN (SELECT unhex(value) FROM json_each(?1))"
+        );
+        let rows: Vec<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(uuid_array(ids))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(classify)?;
+        rows.into_iter().map(CheckpointRecord::try_from).collect()
+    }
+
+    pub(super) async fn ancestry_impl(
+        &self,
+        from: Uuid,
+        first_parent: bool,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>> {
+        // Parents always commit before their children, so sequence order is history order.
+        let steps = if first_parent {
+            "SELECT c.parent_id FROM ancestry a JOIN checkpoints c ON c.id = a.id WHERE c.parent_id IS NOT NULL"
+        } else {
+            "SELECT c.parent_id FROM ancestry a JOIN checkpoints c ON c.id = a.id WHERE c.parent_id IS NOT NULL \
+             UNION \
+             SELECT c.merge_parent_id FROM ancestry a JOIN checkpoints c ON c.id = a.id \
+             WHERE c.merge_parent_id IS NOT NULL"
+        };
+        let sql = format!(
+            "WITH RECURSIVE ancestry(id) AS (SELECT ?1 UNION {steps}) \
+             SELECT {CHECKPOINT_COLUMNS} FROM ancestry a \
+             JOIN checkpoints c ON c.id = a.id JOIN sessions s ON s.id = c.session_id \
+             WHERE (?2 IS NULL OR c.seq < ?2) ORDER BY c.seq DESC LIMIT ?3"
+        );
+        let rows: Vec<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(from)
+            .bind(before.map(|b| b as i64))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(classify)?;
+        rows.into_iter().map(CheckpointRecord::try_from).collect()
+    }
+
+    pub(super) async fn edges_impl(
+        &self,
+        roots: &[Uuid],
+        min_generation: u64,
+    ) -> Result<Vec<Edge>> {
+        let rows: Vec<EdgeRow> = sqlx::query_as(
+            "WITH RECURSIVE ancestry(id) AS ( \
+                 SELECT unhex(value) FROM json_each(?1) \
+                 UNION \
+                 SELECT c.parent_id FROM ancestry a JOIN checkpoints c ON c.id = a.id \
+                 WHERE c.parent_id IS NOT NULL AND c.generation >= ?2 \
+                 UNION \
+                 SELECT c.merge_parent_id FROM ancestry a JOIN checkpoints c ON c.id = a.id \
+                 WHERE c.merge_parent_id IS NOT NULL AND c.generation >= ?2) \
+             SELECT c.id, c.parent_id, c.merge_parent_id, c.generation \
+             FROM ancestry a JOIN checkpoints c ON c.id = a.id",
+        )
+        .bind(uuid_array(roots))
+        .bind(min_generation as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Edge {
+                id: r.id,
+                parents: r.parent_id.into_iter().chain(r.merge_parent_id).collect(),
+                generation: r.generation as u64,
+            })
+            .collect())
+    }
+
+    pub(super) async fn branch_impl(
+        &self,
+        session: &str,
+        name: &str,
+    ) -> Result<Option<BranchRecord>> {
+        let row: Option<BranchRow> = sqlx::query_as(
+            "SELECT b.name, b.head, b.created_at, b.updated_at FROM branches b \
+             JOIN sessions s ON s.id = b.session_id WHERE s.name = ?1 AND b.name = ?2",
+        )
+        .bind(session)
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(row.map(BranchRecord::from))
+    }
+
+    pub(super) async fn create_branch_impl(
+        &self,
+        session: &str,
+        name: &str,
+        at: Uuid,
+    ) -> Result<BranchRecord> {
+        let mut tx = self.begin_write().await?;
+        let now = now_micros();
+        let session_id = Self::existing_session(&mut tx, session).await?;
+        Self::require_checkpoint(&mut tx, session_id, session, at).await?;
+        let row: Option<BranchRow> = sqlx::query_as(
+            "INSERT INTO branches (session_id, name, head, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4) \
+             ON CONFLICT (session_id, name) DO NOTHING RETURNING name, head, created_at, updated_at",
+        )
+        .bind(session_id)
+        .bind(name)
+        .bind(at)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let row = row.ok_or_else(|| {
+            CatalogError::AlreadyExists(format!("branch {name} of session {session}"))
+        })?;
+        Self::log_ref(
+            &mut tx,
+            session_id,
+            RefKind::Branch,
+            name,
+            None,
+            Some(at),
+            "create",
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(BranchRecord::from(row))
+    }
+
+    pub(super) async fn move_branch_impl(
+        &self,
+        session: &str,
+        name: &str,
+        expected: Uuid,
+        to: Uuid,
+        op: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let now = now_micros();
+        let session_id = Self::existing_session(&mut tx, session).await?;
+        let head = Self::head_of(&mut tx, session_id, name)
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(format!("branch {name} of session {session}")))?;
+        if head != expected {
+            return Err(CatalogError::HeadMoved {
+                branch: name.to_owned(),
+                current: Some(head),
+            });
+        }
+        Self::require_checkpoint(&mut tx, session_id, session, to).await?;
+        sqlx::query(
+            "UPDATE branches SET head = ?3, updated_at = ?4 WHERE session_id = ?1 AND name = ?2",
+        )
+        .bind(session_id)
+        .bind(name)
+        .bind(to)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        Self::log_ref(
+            &mut tx,
+            session_id,
+            RefKind::Branch,
+            name,
+            Some(head),
+            Some(to),
+            op,
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(classify)
+    }
+
+    pub(super) async fn delete_branch_impl(
+        &self,
+        session: &str,
+        name: &str,
+        expected: Option<Uuid>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let now = now_micros();
+        let session_id = Self::existing_session(&mut tx, session).await?;
+        let head = Self::head_of(&mut tx, session_id, name)
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(format!("branch {name} of session {session}")))?;
+        if expected.is_some_and(|e| e != head) {
+            return Err(CatalogError::HeadMoved {
+                branch: name.to_owned(),
+                current: Some(head),
+            });
+        }
+        sqlx::query("DELETE FROM branches WHERE session_id = ?1 AND name = ?2")
+            .bind(session_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        Self::log_ref(
+            &mut tx,
+            session_id,
+            RefKind::Branch,
+            name,
+            Some(head),
+            None,
+            "delete",
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(classify)
+    }
+
+    pub(super) async fn set_tag_impl(
+        &self,
+        session: &str,
+        name: &str,
+        to: Uuid,
+        expected: Option<Uuid>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let now = now_micros();
+        let session_id = Self::existing_session(&mut tx, session).await?;
+        Self::require_checkpoint(&mut tx, session_id, session, to).await?;
+        let current: Option<Uuid> = sqlx::query_scalar(
+            "SELECT checkpoint_id FROM tags WHERE session_id = ?1 AND name = ?2",
+        )
+        .bind(session_id)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        match (current, expected) {
+            (Some(c), None) => {
+                return Err(CatalogError::AlreadyExists(format!(
+                    "tag {name} of session {session} (it names {c}; move it explicitly)"
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(CatalogError::NotFound(format!(
+                    "tag {name} of session {session}"
+                )));
+            }
+            (Some(c), Some(e)) if c != e => {
+                return Err(CatalogError::FailedPrecondition(format!(
+                    "tag {name} names {c}, not {e}"
+                )));
+            }
+            _ => {}
+        }
+        sqlx::query(
+            "INSERT INTO tags (session_id, name, checkpoint_id, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4) \
+             ON CONFLICT (session_id, name) DO UPDATE SET checkpoint_id = excluded.checkpoint_id, updated_at = excluded.updated_at",
+        )
+        .bind(session_id)
+        .bind(name)
+        .bind(to)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        Self::log_ref(
+            &mut tx,
+            session_id,
+            RefKind::Tag,
+            name,
+            current,
+            Some(to),
+            "tag",
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(classify)
+    }
+
+    pub(super) async fn delete_tag_impl(&self, session: &str, name: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let now = now_micros();
+        let session_id = Self::existing_session(&mut tx, session).await?;
+        let removed: Option<Uuid> = sqlx::query_scalar(
+            "DELETE FROM tags WHERE session_id = ?1 AND name = ?2 RETURNING checkpoint_id",
+        )
+        .bind(session_id)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let removed = removed
+            .ok_or_else(|| CatalogError::NotFound(format!("tag {name} of session {session}")))?;
+        Self::log_ref(
+            &mut tx,
+            session_id,
+            RefKind::Tag,
+            name,
+            Some(removed),
+            None,
+            "untag",
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(classify)
+    }
+
+    pub(super) async fn list_tags_impl(&self, session: &str) -> Result<Vec<TagRecord>> {
+        let rows: Vec<TagRow> = sqlx::query_as(
+            "SELECT t.name, t.checkpoint_id, t.created_at, t.updated_at FROM tags t \
+             JOIN sessions s ON s.id = t.session_id WHERE s.name = ?1 ORDER BY t.name",
+        )
+        .bind(session)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TagRecord {
+                name: r.name,
+                checkpoint: r.checkpoint_id,
+                created_at: from_micros(r.created_at),
+                updated_at: from_micros(r.updated_at),
+            })
+            .collect())
+    }
+
+    pub(super) async fn ref_log_impl(
+        &self,
+        session: &str,
+        kind: RefKind,
+        name: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<RefLogRecord>> {
+        let rows: Vec<RefLogRow> = sqlx::query_as(
+            "SELECT r.id, r.ref_kind, r.ref_name, r.old_head, r.new_head, r.op, r.actor, r.created_at \
+             FROM ref_log r JOIN sessions s ON s.id = r.session_id \
+             WHERE s.name = ?1 AND r.ref_kind = ?2 AND r.ref_name = ?3 AND (?4 IS NULL OR r.id < ?4) \
+             ORDER BY r.id DESC LIMIT ?5",
+        )
+        .bind(session)
+        .bind(kind as i64)
+        .bind(name)
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RefLogRecord {
+                id: r.id,
+                kind: RefKind::from_i64(r.ref_kind).unwrap_or(RefKind::Branch),
+                name: r.ref_name,
+                old: r.old_head,
+                new: r.new_head,
+                op: r.op,
+                actor: r.actor,
+                at: from_micros(r.created_at),
+            })
+            .collect())
+    }
+}
