@@ -598,4 +598,31 @@ impl Client {
             merge_base_ids: r.merge_base_ids,
         })
     }
+
+    /// Checkpoints matching `query` (words of messages, metadata values and written keys, or
+    /// a tag's name), in one session or all, best first.
+    pub async fn search(
+        &self,
+        session_id: Option<&str>,
+        query: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<Page<Checkpoint>, Error> {
+        let request = pb::SearchRequest {
+            session_id: session_id.unwrap_or_default().into(),
+            query: query.into(),
+            page_size,
+            page_token: page_token.into(),
+        };
+        let response = self.raw().search(request).await?.into_inner();
+        let items = response
+            .checkpoints
+            .into_iter()
+            .map(Checkpoint::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok(Page {
+            items,
+            next_page_token: response.next_page_token,
+        })
+    }
 }

@@ -631,7 +631,83 @@ async fn list_filters_work_and_refuse_malformed_input(setup: Setup) {
     }
 }
 
+async fn search_finds_messages_metadata_keys_and_tags(setup: Setup) {
+    let env = TestEnv::start(setup).await;
+    let c = &env.client;
+    let first = root(c, "s1").await;
+    let edit = c
+        .create(
+            NewCheckpoint::incremental("s1", &first.id, vec![put("src/parser.rs", "fn")])
+                .message("Fixed the tokenizer crash")
+                .metadata(serde_json::json!({"tool": "str_replace_editor", "ticket": "BUG-42"})),
+        )
+        .await
+        .unwrap();
+    let other = c
+        .create(NewCheckpoint::full("s2", State::new()).message("tokenizer benchmarks"))
+        .await
+        .unwrap();
+    c.set_tag("s1", "release-1", &first.id, None).await.unwrap();
+    let ids = |page: ckpt_client::Page<Checkpoint>| {
+        page.items.into_iter().map(|cp| cp.id).collect::<Vec<_>>()
+    };
+
+    assert_eq!(
+        ids(c.search(Some("s1"), "tokenizer", 10, "").await.unwrap()),
+        vec![edit.id.clone()]
+    );
+    let everywhere = ids(c.search(None, "tokenizer", 10, "").await.unwrap());
+    assert_eq!(everywhere.len(), 2);
+    assert!(everywhere.contains(&other.id));
+    assert_eq!(
+        ids(c.search(None, "str_replace_editor", 10, "").await.unwrap()),
+        vec![edit.id.clone()]
+    );
+    assert_eq!(
+        ids(c.search(None, "BUG-42", 10, "").await.unwrap()),
+        vec![edit.id.clone()]
+    );
+    assert_eq!(
+        ids(c.search(None, "parser", 10, "").await.unwrap()),
+        vec![edit.id.clone()],
+        "written keys"
+    );
+    assert_eq!(
+        ids(c.search(Some("s1"), "release-1", 10, "").await.unwrap()),
+        vec![first.id.clone()],
+        "tag names"
+    );
+    // Query syntax of either engine is just text.
+    for odd in [
+        "\"unbalanced",
+        "a OR b",
+        "x' OR 1=1 --",
+        "NEAR(",
+        "*",
+        "ünï",
+    ] {
+        assert!(
+            c.search(None, odd, 10, "").await.unwrap().items.is_empty(),
+            "{odd}"
+        );
+    }
+    assert_eq!(
+        c.search(None, "  ", 10, "").await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    // Paging.
+    let page = c.search(None, "tokenizer", 1, "").await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    let rest = c
+        .search(None, "tokenizer", 1, &page.next_page_token)
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert_ne!(rest.items[0].id, page.items[0].id);
+}
+
 on_every_setup!(
+    search_finds_messages_metadata_keys_and_tags,
     list_filters_work_and_refuse_malformed_input,
     branches_move_by_compare_and_swap_and_are_logged,
     tags_pin_and_move_only_explicitly,

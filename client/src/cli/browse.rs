@@ -23,6 +23,66 @@ pub(crate) struct ListArgs {
     /// Show at most this many checkpoints (the newest); all by default.
     #[arg(long)]
     limit: Option<usize>,
+    /// Only the checkpoint this tag names.
+    #[arg(long)]
+    tag: Option<String>,
+    /// Only checkpoints whose metadata contains this JSON object, e.g. '{"tool":"bash"}'.
+    #[arg(long, value_name = "JSON", value_parser = parse_object)]
+    meta: Option<serde_json::Value>,
+    /// Only checkpoints created at or after this time (RFC 3339, e.g. 2026-12-03T10:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only checkpoints created before this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only checkpoints whose message contains this text (case-insensitive).
+    #[arg(long, value_name = "TEXT")]
+    grep: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SearchArgs {
+    /// Words to find in messages, metadata values and the keys checkpoints wrote, or a tag name.
+    query: String,
+    /// Search one session only; every session by default.
+    #[arg(long)]
+    session: Option<String>,
+    /// Show at most this many results, best first.
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+}
+
+fn parse_object(text: &str) -> Result<serde_json::Value, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err("must be a JSON object".into())
+    }
+}
+
+pub(crate) async fn search(
+    client: &Client,
+    args: SearchArgs,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let page = client
+        .search(
+            args.session.as_deref(),
+            &args.query,
+            args.limit.clamp(1, MAX_PAGE_SIZE as u32),
+            "",
+        )
+        .await
+        .context("cannot search")?;
+    match format {
+        OutputFormat::Table => output::print(&output::checkpoints_table(&page.items))?,
+        OutputFormat::Json => {
+            output::print_json(&page.items.iter().map(output::checkpoint_json).collect())?
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -82,17 +142,22 @@ async fn list_newest(
     client: &Client,
     args: &ListArgs,
 ) -> Result<Vec<Checkpoint>, ckpt_client::Error> {
-    let branch = args.branch.as_deref();
-    let Some(limit) = args.limit else {
-        return client.list_all_checkpoints(&args.session, branch).await;
+    let filter = ckpt_client::ListFilter {
+        branch: args.branch.clone(),
+        tag: args.tag.clone(),
+        metadata_contains: args.meta.clone(),
+        created_after: args.since,
+        created_before: args.until,
+        message_contains: args.grep.clone(),
     };
+    let limit = args.limit.unwrap_or(usize::MAX);
 
     let mut checkpoints = Vec::new();
     let mut token = String::new();
     while checkpoints.len() < limit {
         let wanted = (limit - checkpoints.len()).min(MAX_PAGE_SIZE) as u32;
         let page = client
-            .list_checkpoints(&args.session, branch, wanted, &token)
+            .list_checkpoints_where(&args.session, &filter, wanted, &token)
             .await?;
         checkpoints.extend(page.items);
         if page.next_page_token.is_empty() {

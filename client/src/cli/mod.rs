@@ -98,6 +98,8 @@ enum Command {
     Delete(browse::DeleteArgs),
     /// Delete a session with all its branches and checkpoints.
     DeleteSession(browse::DeleteSessionArgs),
+    /// Find checkpoints by words of their messages, metadata values and written keys, or a tag.
+    Search(browse::SearchArgs),
     /// Write a session (checkpoints, branches and their data) to a portable bundle file.
     Export(transfer::ExportArgs),
     /// Load a bundle written by `ckpt export` into this server.
@@ -139,6 +141,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Show(args) => browse::show(&client, args, output).await,
         Command::Delete(args) => browse::delete(&client, args, output).await,
         Command::DeleteSession(args) => browse::delete_session(&client, args, output).await,
+        Command::Search(args) => browse::search(&client, args, output).await,
         Command::Export(args) => transfer::export(&client, args).await,
         Command::Import(args) => transfer::import(&client, args, output).await,
         Command::Replay(args) => transfer::replay(&client, args, output).await,

@@ -92,6 +92,8 @@ pub struct NewCheckpoint {
     pub entry_count: u64,
     pub logical_bytes: u64,
     pub blobs: Vec<NewBlob>,
+    /// What search finds this checkpoint by (see `core::search`).
+    pub search_text: String,
 }
 
 /// A committed checkpoint.
@@ -219,6 +221,7 @@ pub struct ImportedCheckpoint {
     pub entry_count: u64,
     pub logical_bytes: u64,
     pub stored_bytes: u64,
+    pub search_text: String,
 }
 
 /// A branch arriving from a bundle.
@@ -377,6 +380,18 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn delete_tag(&self, session: &str, name: &str) -> Result<()>;
 
     async fn list_tags(&self, session: &str) -> Result<Vec<TagRecord>>;
+
+    /// Checkpoints whose search text holds every one of `words` (lowercase, space-separated),
+    /// or that a tag named `tag` (case-insensitively) points at, in one session or all, best
+    /// first, then newest.
+    async fn search(
+        &self,
+        session: Option<&str>,
+        words: &str,
+        tag: &str,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>>;
 
     /// A ref's recorded moves with ids below `before`, newest first.
     async fn ref_log(

@@ -12,6 +12,7 @@ use super::engine::{Engine, EngineError};
 use super::hash::Hash;
 use super::manifest::{self, ChunkRef, LeafEntry, Root};
 use super::merge::{self, Conflict, Overlay, Resolve};
+use super::search;
 use super::sink::BlobSink;
 use super::validate;
 use crate::catalog::{self, BlobKind, CheckpointRecord};
@@ -192,12 +193,14 @@ impl Engine {
         }
 
         // The merge checkpoint, committed on the target by compare-and-swap.
+        let edited: Vec<String> = edits.keys().cloned().collect();
         let (root, pages) = manifest::update(&loader, ours_root.as_ref(), edits).await?;
         for page in pages {
             sink.queue_raw(page.hash, BlobKind::Page, page.bytes);
         }
         sink.flush().await?;
         let metadata = merge_metadata(&req, theirs_id, &bases, &combined.conflicts)?;
+        let metadata_text = metadata.clone();
         let checkpoint = catalog::NewCheckpoint {
             id: Uuid::now_v7(),
             session: req.session.clone(),
@@ -210,6 +213,11 @@ impl Engine {
             entry_count: root.as_ref().map_or(0, |r| r.entries),
             logical_bytes: root.as_ref().map_or(0, |r| r.bytes),
             blobs: sink.into_blobs(),
+            search_text: search::document(
+                &req.message,
+                &metadata_text,
+                edited.iter().map(String::as_str),
+            ),
         };
         let catalog = Arc::clone(&self.catalog);
         let committed = tokio::spawn(async move { catalog.commit(checkpoint).await })

@@ -15,6 +15,7 @@ mod history;
 mod merging;
 mod read;
 mod refs;
+mod search;
 mod sink;
 mod transfer;
 mod write;

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::diff::{self, Change};
 use super::engine::{Engine, EngineError};
+use super::search;
 use super::validate;
 use crate::catalog::{
     self, BranchRecord, CatalogError, CheckpointRecord, RefKind, RefLogRecord, TagRecord,
@@ -110,6 +111,7 @@ impl Engine {
             entry_count: source.entry_count,
             logical_bytes: source.logical_bytes,
             blobs: Vec::new(),
+            search_text: search::document(message, &metadata.to_string(), std::iter::empty()),
         };
         match self.catalog.commit(checkpoint).await {
             Err(CatalogError::HeadMoved { .. }) => {

@@ -440,13 +440,16 @@ fn imported_checkpoint(cp: CheckpointMsg) -> Result<ImportedCheckpoint, EngineEr
     let created_at = DateTime::from_timestamp_micros(cp.created_at_micros)
         .ok_or_else(|| bad(format!("checkpoint {id} has an impossible time")))?;
     validate::message("bundle.checkpoint.message", &cp.message)?;
+    let metadata = validate::metadata("bundle.checkpoint.metadata", &cp.metadata)?;
+    let search_text = super::search::document(&cp.message, &metadata, std::iter::empty());
     Ok(ImportedCheckpoint {
+        search_text,
         id,
         branch: cp.branch,
         parents,
         generation: cp.generation,
         created_at,
-        metadata: validate::metadata("bundle.checkpoint.metadata", &cp.metadata)?,
+        metadata,
         message: cp.message,
         manifest_root,
         entry_count: cp.entry_count,

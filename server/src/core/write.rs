@@ -16,6 +16,7 @@ use super::chunker::Chunker;
 use super::engine::{Engine, EngineError};
 use super::hash::Hash;
 use super::manifest::{self, ChunkRef, LeafEntry};
+use super::search;
 use super::sink::BlobSink;
 use super::validate;
 use crate::catalog::{self, BlobKind, CatalogError, CheckpointRecord};
@@ -248,6 +249,11 @@ impl CheckpointWriter {
 
         // The manifest: built whole for a full state, updated page by page for an increment.
         let edits = std::mem::take(&mut self.edits);
+        let search_text = search::document(
+            &self.header.message,
+            &self.header.metadata,
+            edits.keys().map(String::as_str),
+        );
         let (root, pages) = match (self.header.mode, &self.parent) {
             (Mode::Incremental, Some(parent)) => {
                 let loader = self.engine.page_loader();
@@ -275,6 +281,7 @@ impl CheckpointWriter {
             entry_count: root.as_ref().map_or(0, |r| r.entries),
             logical_bytes: root.as_ref().map_or(0, |r| r.bytes),
             blobs: self.sink.into_blobs(),
+            search_text,
         };
         // Run the transaction on its own task: a client that goes away mid-commit must not
         // leave it half-done with the session row locked. A client that went away before the

@@ -443,6 +443,16 @@ impl CheckpointService for CheckpointApi {
             .map(Response::new)
     }
 
+    #[instrument(name = "checkpoint.search", skip_all)]
+    async fn search(
+        &self,
+        request: Request<v1::SearchRequest>,
+    ) -> Result<Response<v1::SearchResponse>, Status> {
+        refs::search(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     type ExportSessionStream = BundleStream;
 
     #[instrument(name = "session.export", skip_all, fields(session = %request.get_ref().session_id))]

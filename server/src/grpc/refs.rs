@@ -439,3 +439,20 @@ fn merge_request(req: v1::MergeRequest) -> Result<MergeRequest, Status> {
         metadata: validate::metadata("metadata", &req.metadata)?,
     })
 }
+
+pub(super) async fn search(
+    engine: &Engine,
+    req: v1::SearchRequest,
+) -> Result<v1::SearchResponse, Status> {
+    let limit = page_size(req.page_size)?;
+    let offset = token::<u32>("q1.", &req.page_token)?.unwrap_or(0);
+    let session = (!req.session_id.is_empty()).then_some(req.session_id.as_str());
+    let mut found = engine
+        .search(session, &req.query, offset, limit + 1)
+        .await?;
+    let next_page_token = more(&mut found, limit, |_| format!("q1.{}", offset + limit));
+    Ok(v1::SearchResponse {
+        checkpoints: found.into_iter().map(convert::checkpoint).collect(),
+        next_page_token,
+    })
+}

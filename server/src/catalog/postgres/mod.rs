@@ -265,8 +265,8 @@ impl Catalog for PostgresCatalog {
 
         let created_at: DateTime<Utc> = sqlx::query_scalar(
             "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, merge_parent_id, \
-             generation, metadata, message, manifest_root, entry_count, logical_bytes, stored_bytes) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13) RETURNING created_at",
+             generation, metadata, message, manifest_root, entry_count, logical_bytes, stored_bytes, search_text) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14) RETURNING created_at",
         )
         .bind(cp.id)
         .bind(session_id)
@@ -281,6 +281,7 @@ impl Catalog for PostgresCatalog {
         .bind(cp.entry_count as i64)
         .bind(cp.logical_bytes as i64)
         .bind(stored_bytes)
+        .bind(&cp.search_text)
         .fetch_one(&mut *tx)
         .await
         .map_err(classify)?;
@@ -548,6 +549,17 @@ impl Catalog for PostgresCatalog {
         limit: u32,
     ) -> Result<Vec<RefLogRecord>> {
         self.ref_log_impl(session, kind, name, before, limit).await
+    }
+
+    async fn search(
+        &self,
+        session: Option<&str>,
+        words: &str,
+        tag: &str,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>> {
+        self.search_impl(session, words, tag, offset, limit).await
     }
 
     async fn delete_session(&self, name: &str) -> Result<u64> {

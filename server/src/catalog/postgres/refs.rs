@@ -113,8 +113,8 @@ impl PostgresCatalog {
         sqlx::query(
             "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, merge_parent_id, \
              generation, created_at, metadata, message, manifest_root, entry_count, \
-             logical_bytes, stored_bytes) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14)",
+             logical_bytes, stored_bytes, search_text) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15)",
         )
         .bind(cp.id)
         .bind(session_id)
@@ -130,6 +130,7 @@ impl PostgresCatalog {
         .bind(cp.entry_count as i64)
         .bind(cp.logical_bytes as i64)
         .bind(cp.stored_bytes as i64)
+        .bind(&cp.search_text)
         .execute(&mut **tx)
         .await
         .map_err(classify)?;
@@ -571,5 +572,41 @@ impl PostgresCatalog {
                 at: r.created_at,
             })
             .collect())
+    }
+
+    pub(super) async fn search_impl(
+        &self,
+        session: Option<&str>,
+        words: &str,
+        tag: &str,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>> {
+        // Word matches ranked by ts_rank; an exact tag name outranks them all.
+        let sql = format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM ( \
+                 SELECT id, MAX(score) AS score FROM ( \
+                     SELECT c.id, ts_rank(to_tsvector('simple', c.search_text), \
+                                          plainto_tsquery('simple', $1)) AS score \
+                     FROM checkpoints c JOIN sessions s ON s.id = c.session_id \
+                     WHERE ($2::text IS NULL OR s.name = $2) \
+                       AND to_tsvector('simple', c.search_text) @@ plainto_tsquery('simple', $1) \
+                     UNION ALL \
+                     SELECT t.checkpoint_id, 1.0 FROM tags t JOIN sessions s ON s.id = t.session_id \
+                     WHERE ($2::text IS NULL OR s.name = $2) AND lower(t.name) = lower($5) \
+                 ) hits GROUP BY id \
+             ) m JOIN checkpoints c ON c.id = m.id JOIN sessions s ON s.id = c.session_id \
+             ORDER BY m.score DESC, c.seq DESC LIMIT $3 OFFSET $4"
+        );
+        let rows: Vec<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(words)
+            .bind(session)
+            .bind(i64::from(limit))
+            .bind(i64::from(offset))
+            .bind(tag)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.into_iter().map(CheckpointRecord::try_from).collect()
     }
 }

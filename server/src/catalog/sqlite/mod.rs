@@ -244,7 +244,7 @@ impl Catalog for SqliteCatalog {
         sqlx::query(
             "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, merge_parent_id, \
              generation, created_at, metadata, message, manifest_root, entry_count, logical_bytes, \
-             stored_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?14, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             stored_bytes, search_text) VALUES (?1, ?2, ?3, ?4, ?5, ?14, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?15)",
         )
         .bind(cp.id)
         .bind(session_id)
@@ -260,6 +260,7 @@ impl Catalog for SqliteCatalog {
         .bind(cp.logical_bytes as i64)
         .bind(stored_bytes)
         .bind(cp.merge_parent)
+        .bind(&cp.search_text)
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
@@ -521,6 +522,17 @@ impl Catalog for SqliteCatalog {
         limit: u32,
     ) -> Result<Vec<RefLogRecord>> {
         self.ref_log_impl(session, kind, name, before, limit).await
+    }
+
+    async fn search(
+        &self,
+        session: Option<&str>,
+        words: &str,
+        tag: &str,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>> {
+        self.search_impl(session, words, tag, offset, limit).await
     }
 
     async fn delete_session(&self, name: &str) -> Result<u64> {

@@ -147,8 +147,8 @@ impl SqliteCatalog {
         sqlx::query(
             "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, merge_parent_id, \
              generation, created_at, metadata, message, manifest_root, entry_count, \
-             logical_bytes, stored_bytes) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             logical_bytes, stored_bytes, search_text) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )
         .bind(cp.id)
         .bind(session_id)
@@ -164,6 +164,7 @@ impl SqliteCatalog {
         .bind(cp.entry_count as i64)
         .bind(cp.logical_bytes as i64)
         .bind(cp.stored_bytes as i64)
+        .bind(&cp.search_text)
         .execute(&mut **tx)
         .await
         .map_err(classify)?;
@@ -632,4 +633,57 @@ impl SqliteCatalog {
             })
             .collect())
     }
+
+    pub(super) async fn search_impl(
+        &self,
+        session: Option<&str>,
+        words: &str,
+        tag: &str,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>> {
+        // Word matches ranked by bm25 (lower is better, hence negated); an exact tag name
+        // outranks them all.
+        let sql = format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM ( \
+                 SELECT id, MAX(score) AS score FROM ( \
+                     SELECT c.id AS id, -bm25(checkpoint_search) AS score \
+                     FROM checkpoint_search \
+                     JOIN checkpoints c ON c.rowid = checkpoint_search.rowid \
+                     JOIN sessions s ON s.id = c.session_id \
+                     WHERE checkpoint_search MATCH ?1 AND (?2 IS NULL OR s.name = ?2) \
+                     UNION ALL \
+                     SELECT t.checkpoint_id AS id, 1e9 AS score FROM tags t \
+                     JOIN sessions s ON s.id = t.session_id \
+                     WHERE (?2 IS NULL OR s.name = ?2) AND lower(t.name) = lower(?5) \
+                 ) GROUP BY id \
+             ) m JOIN checkpoints c ON c.id = m.id JOIN sessions s ON s.id = c.session_id \
+             ORDER BY m.score DESC, c.seq DESC LIMIT ?3 OFFSET ?4"
+        );
+        let rows: Vec<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(fts_query(words))
+            .bind(session)
+            .bind(i64::from(limit))
+            .bind(i64::from(offset))
+            .bind(tag)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(classify)?;
+        rows.into_iter().map(CheckpointRecord::try_from).collect()
+    }
+}
+
+/// The words of `query` as an FTS5 expression that matches them all: each word quoted, so the
+/// user's text is never read as FTS5 syntax.
+fn fts_query(query: &str) -> String {
+    let words: Vec<String> = query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| format!("\"{w}\""))
+        .collect();
+    if words.is_empty() {
+        // Matches nothing: FTS5 needs some expression.
+        return "\"\"".to_owned();
+    }
+    words.join(" ")
 }
