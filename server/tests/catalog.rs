@@ -46,6 +46,7 @@ fn new_cp(session: &str, branch: &str, parent: Option<Uuid>) -> NewCheckpoint {
         entry_count: 0,
         logical_bytes: 0,
         blobs: Vec::new(),
+        search_text: String::new(),
     }
 }
 
