@@ -24,6 +24,8 @@ pub struct ImportReport {
     pub branches_updated: u64,
     /// Bytes of blobs the server did not hold before.
     pub stored_bytes: u64,
+    /// Tags created.
+    pub tags_created: u64,
 }
 
 impl From<pb::ImportSessionResponse> for ImportReport {
@@ -34,6 +36,7 @@ impl From<pb::ImportSessionResponse> for ImportReport {
             checkpoints_present: r.checkpoints_present,
             branches_updated: r.branches_updated,
             stored_bytes: r.stored_bytes,
+            tags_created: r.tags_created,
         }
     }
 }

@@ -62,6 +62,7 @@ async fn build_session(client: &Client, session: &str) -> Vec<String> {
     ids.push(side.id);
     client.delete_checkpoint(&ids[1]).await.unwrap();
     ids.remove(1);
+    client.set_tag(session, "v1", &ids[1], None).await.unwrap();
     ids
 }
 
@@ -89,6 +90,16 @@ async fn assert_same_session(from: &Client, to: &Client, session: &str) {
             .unwrap();
         assert!(sx == sy, "checkpoint {} differs after import", x.id);
     }
+    let tags = |tags: Vec<ckpt_client::Tag>| {
+        tags.into_iter()
+            .map(|t| (t.name, t.checkpoint_id))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        tags(from.list_tags(session).await.unwrap()),
+        tags(to.list_tags(session).await.unwrap())
+    );
+    assert_eq!(to.list_tags(session).await.unwrap().len(), 1);
     for branch in ["main", "side"] {
         let (hx, _) = from
             .read_state(Target::branch_head(session, branch), ReadFilter::default())
@@ -114,6 +125,7 @@ async fn a_session_moves_from_the_embedded_default_to_postgres_and_s3() {
     assert_eq!(report.checkpoints_imported, ids.len() as u64);
     assert_eq!(report.checkpoints_present, 0);
     assert_eq!(report.branches_updated, 2);
+    assert_eq!(report.tags_created, 1);
     assert!(
         report.stored_bytes > 700_000,
         "the noise blob must be stored: {report:?}"
@@ -143,6 +155,7 @@ async fn importing_the_same_bundle_twice_changes_nothing(setup: Setup) {
     assert_eq!(again.checkpoints_imported, 0);
     assert_eq!(again.checkpoints_present, ids.len() as u64);
     assert_eq!(again.branches_updated, 0);
+    assert_eq!(again.tags_created, 0);
     assert_eq!(again.stored_bytes, 0);
     assert_eq!(
         target

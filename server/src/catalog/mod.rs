@@ -241,6 +241,9 @@ pub struct SessionImport {
     /// In commit order: parents before children.
     pub checkpoints: Vec<ImportedCheckpoint>,
     pub branches: Vec<ImportedBranch>,
+    /// Tags (name, checkpoint): created where absent; one naming another checkpoint here
+    /// stops the import.
+    pub tags: Vec<(String, Uuid)>,
     pub blobs: Vec<NewBlob>,
 }
 
@@ -250,6 +253,7 @@ pub struct ImportOutcome {
     pub imported: u64,
     pub present: u64,
     pub branches_updated: u64,
+    pub tags_created: u64,
     pub stored_bytes: u64,
 }
 

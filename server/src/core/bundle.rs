@@ -6,7 +6,7 @@
 //! ```
 //! Records come in this order: one `Session`, the `Blob`s (manifest pages and chunks, stored
 //! bytes exactly as in the store, so nothing is recompressed), the `Checkpoint`s in commit
-//! order, the `Branch`es, and a final `End` holding the record count and the BLAKE3 hash of
+//! order, the `Branch`es and `Tag`s, and a final `End` holding the record count and the BLAKE3 hash of
 //! every byte before the `End` frame. Readers verify each blob's hash and the final checksum
 //! before anything is committed.
 
@@ -23,7 +23,7 @@ const MAX_FRAME: usize = 64 * 1024 * 1024;
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct RecordMsg {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6")]
     kind: Option<Kind>,
 }
 
@@ -39,6 +39,8 @@ enum Kind {
     Branch(BranchMsg),
     #[prost(message, tag = "5")]
     End(EndMsg),
+    #[prost(message, tag = "6")]
+    Tag(TagMsg),
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -99,6 +101,14 @@ pub struct BranchMsg {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+pub struct TagMsg {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub checkpoint: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
 struct EndMsg {
     #[prost(uint64, tag = "1")]
     records: u64,
@@ -113,6 +123,7 @@ pub enum Record {
     Blob(BlobMsg),
     Checkpoint(CheckpointMsg),
     Branch(BranchMsg),
+    Tag(TagMsg),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -167,6 +178,7 @@ impl BundleWriter {
             Record::Blob(b) => Kind::Blob(b),
             Record::Checkpoint(c) => Kind::Checkpoint(c),
             Record::Branch(b) => Kind::Branch(b),
+            Record::Tag(t) => Kind::Tag(t),
         };
         let frame = frame(&RecordMsg { kind: Some(kind) });
         self.hasher.update(&frame);
@@ -292,6 +304,7 @@ impl BundleReader {
             Some(Kind::Blob(b)) => Record::Blob(b),
             Some(Kind::Checkpoint(c)) => Record::Checkpoint(c),
             Some(Kind::Branch(b)) => Record::Branch(b),
+            Some(Kind::Tag(t)) => Record::Tag(t),
             None => return Err(BundleError::Malformed(index, "empty record".into())),
         };
         self.hasher.update(&frame);

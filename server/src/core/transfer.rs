@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::bundle::{
     self, BlobMsg, BranchMsg, BundleError, BundleReader, BundleWriter, CheckpointMsg, Record,
+    TagMsg,
 };
 use super::codec::{self, Codec, Encoded};
 use super::engine::{Engine, EngineError};
@@ -92,6 +93,12 @@ impl Engine {
             out.push(Record::Branch(BranchMsg {
                 name: branch.name,
                 head: branch.head.to_string(),
+            }));
+        }
+        for tag in self.catalog.list_tags(session).await? {
+            out.push(Record::Tag(TagMsg {
+                name: tag.name,
+                checkpoint: tag.checkpoint.to_string(),
             }));
         }
         let _ = tx.send(Ok(out.finish())).await;
@@ -284,6 +291,7 @@ struct ImportState {
     session: Option<String>,
     checkpoints: Vec<ImportedCheckpoint>,
     branches: Vec<(String, Uuid)>,
+    tags: Vec<(String, Uuid)>,
     /// Blobs the bundle carries.
     carried: HashSet<Hash>,
     /// Blobs the bundle's pages and checkpoints refer to.
@@ -297,6 +305,7 @@ impl ImportState {
             session: None,
             checkpoints: Vec::new(),
             branches: Vec::new(),
+            tags: Vec::new(),
             carried: HashSet::new(),
             needed: HashSet::new(),
         }
@@ -325,6 +334,11 @@ impl ImportState {
                 validate::name("bundle.branch", &branch.name)?;
                 let head = validate::checkpoint_id("bundle.branch.head", &branch.head)?;
                 self.branches.push((branch.name, head));
+            }
+            Record::Tag(tag) => {
+                validate::name("bundle.tag", &tag.name)?;
+                let at = validate::checkpoint_id("bundle.tag.checkpoint", &tag.checkpoint)?;
+                self.tags.push((tag.name, at));
             }
         }
         Ok(())
@@ -394,10 +408,16 @@ impl ImportState {
                 ancestors: ancestors(&parents, head),
             });
         }
+        if let Some((name, at)) = self.tags.iter().find(|(_, at)| !parents.contains_key(at)) {
+            return Err(bad(format!(
+                "tag {name} names {at}, which the bundle lacks"
+            )));
+        }
         let import = SessionImport {
             session,
             checkpoints: self.checkpoints,
             branches,
+            tags: self.tags,
             blobs: Vec::new(),
         };
         Ok((import, self.sink))

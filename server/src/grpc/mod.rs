@@ -492,6 +492,7 @@ impl CheckpointService for CheckpointApi {
             checkpoints_present: outcome.present,
             branches_updated: outcome.branches_updated,
             stored_bytes: outcome.stored_bytes,
+            tags_created: outcome.tags_created,
         }))
     }
 }

@@ -137,6 +137,42 @@ impl PostgresCatalog {
         Ok(true)
     }
 
+    /// Creates one imported tag unless it already names the same checkpoint; returns whether
+    /// it was created.
+    pub(super) async fn import_tag(
+        tx: &mut Transaction<'static, Postgres>,
+        session_id: i64,
+        name: &str,
+        at: Uuid,
+    ) -> Result<bool> {
+        let current: Option<Uuid> = sqlx::query_scalar(
+            "SELECT checkpoint_id FROM tags WHERE session_id = $1 AND name = $2",
+        )
+        .bind(session_id)
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(classify)?;
+        match current {
+            Some(c) if c == at => return Ok(false),
+            Some(c) => {
+                return Err(CatalogError::FailedPrecondition(format!(
+                    "tag {name} names {c} here but {at} in the bundle"
+                )));
+            }
+            None => {}
+        }
+        sqlx::query("INSERT INTO tags (session_id, name, checkpoint_id) VALUES ($1, $2, $3)")
+            .bind(session_id)
+            .bind(name)
+            .bind(at)
+            .execute(&mut **tx)
+            .await
+            .map_err(classify)?;
+        Self::log_ref(tx, session_id, RefKind::Tag, name, None, Some(at), "import").await?;
+        Ok(true)
+    }
+
     /// Creates or fast-forwards one imported branch; returns whether it changed.
     pub(super) async fn import_branch(
         tx: &mut Transaction<'static, Postgres>,
@@ -216,6 +252,11 @@ impl PostgresCatalog {
         for branch in &import.branches {
             if Self::import_branch(&mut tx, session_id, branch).await? {
                 outcome.branches_updated += 1;
+            }
+        }
+        for (name, at) in &import.tags {
+            if Self::import_tag(&mut tx, session_id, name, *at).await? {
+                outcome.tags_created += 1;
             }
         }
         tx.commit().await.map_err(classify)?;

@@ -171,6 +171,56 @@ impl SqliteCatalog {
         Ok(true)
     }
 
+    /// Creates one imported tag unless it already names the same checkpoint; returns whether
+    /// it was created.
+    pub(super) async fn import_tag(
+        tx: &mut Transaction<'static, Sqlite>,
+        session_id: i64,
+        name: &str,
+        at: Uuid,
+        now: i64,
+    ) -> Result<bool> {
+        let current: Option<Uuid> = sqlx::query_scalar(
+            "SELECT checkpoint_id FROM tags WHERE session_id = ?1 AND name = ?2",
+        )
+        .bind(session_id)
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(classify)?;
+        match current {
+            Some(c) if c == at => return Ok(false),
+            Some(c) => {
+                return Err(CatalogError::FailedPrecondition(format!(
+                    "tag {name} names {c} here but {at} in the bundle"
+                )));
+            }
+            None => {}
+        }
+        sqlx::query(
+            "INSERT INTO tags (session_id, name, checkpoint_id, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+        )
+        .bind(session_id)
+        .bind(name)
+        .bind(at)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+        Self::log_ref(
+            tx,
+            session_id,
+            RefKind::Tag,
+            name,
+            None,
+            Some(at),
+            "import",
+            now,
+        )
+        .await?;
+        Ok(true)
+    }
+
     /// Creates or fast-forwards one imported branch; returns whether it changed.
     pub(super) async fn import_branch(
         tx: &mut Transaction<'static, Sqlite>,
@@ -262,6 +312,11 @@ impl SqliteCatalog {
         for branch in &import.branches {
             if Self::import_branch(&mut tx, session_id, branch, now).await? {
                 outcome.branches_updated += 1;
+            }
+        }
+        for (name, at) in &import.tags {
+            if Self::import_tag(&mut tx, session_id, name, *at, now).await? {
+                outcome.tags_created += 1;
             }
         }
         tx.commit().await.map_err(classify)?;
