@@ -9,8 +9,8 @@
 # Inputs (environment):
 #   DATABASE_URL          use this database instead of starting a cluster
 #   AWS_ENDPOINT          use this S3 endpoint instead of starting moto (bucket must exist)
-#   CKPT_PG_PORT          first port to try for PostgreSQL (default 54329)
-#   CKPT_MOTO_PORT        first port to try for moto (default 54330)
+#   CKPT_PG_PORT          first port to try for PostgreSQL (default 25432, below the ephemeral range)
+#   CKPT_MOTO_PORT        first port to try for moto (default 25433, below the ephemeral range)
 #   CKPT_FORCE_MOTO_VENV  1: ignore a moto_server on PATH and use the repo's .venv-moto
 #   CKPT_MOTO_VERSION     moto release for the venv (default 5.2.5; any 5.x if it fails)
 #   CKPT_TEST_S3_BUCKET   bucket to create (default ckpt-test)
@@ -117,7 +117,7 @@ ckpt_start_postgres() {
 
     ckpt_tmp
     local port log
-    port=$(ckpt_free_port "${CKPT_PG_PORT:-54329}")
+    port=$(ckpt_free_port "${CKPT_PG_PORT:-25432}")
     CKPT_PG_DATA="$CKPT_SVC_TMP/pg"
     log="$CKPT_PG_DATA/postgres.log"
     mkdir -p "$CKPT_PG_DATA"
@@ -169,6 +169,17 @@ ckpt_moto_bin() {
     echo "$venv/bin/moto_server"
 }
 
+# Waits until moto answers at $1; fails when the process exits first.
+ckpt_wait_moto() {
+    local tries=0
+    until curl -sf -o /dev/null "$1/"; do
+        kill -0 "$CKPT_MOTO_PID" 2>/dev/null || return 1
+        tries=$((tries + 1))
+        [[ $tries -lt 300 ]] || ckpt_die "moto did not answer on $1 within 30 s"
+        sleep 0.1
+    done
+}
+
 ckpt_start_moto() {
     export CKPT_TEST_S3_BUCKET="${CKPT_TEST_S3_BUCKET:-ckpt-test}"
     export AWS_ALLOW_HTTP=true
@@ -185,23 +196,25 @@ ckpt_start_moto() {
     command -v curl >/dev/null || ckpt_apt_install curl ca-certificates
 
     ckpt_tmp
-    local bin port url
+    local bin port url attempt
     bin=$(ckpt_moto_bin)
-    port=$(ckpt_free_port "${CKPT_MOTO_PORT:-54330}")
-    url="http://127.0.0.1:$port"
-    # Started as a plain command so that $! is the server itself, not a subshell.
-    "$bin" -H 127.0.0.1 -p "$port" >"$CKPT_SVC_TMP/moto.log" 2>&1 &
-    CKPT_MOTO_PID=$!
-
-    local tries=0
-    until curl -sf -o /dev/null "$url/"; do
-        if ! kill -0 "$CKPT_MOTO_PID" 2>/dev/null; then
+    port=${CKPT_MOTO_PORT:-25433}
+    # A free-looking port can still be taken between the check and the bind (or held by a
+    # socket in TIME_WAIT): on "address in use", move to the next port and try again.
+    for attempt in 1 2 3 4 5; do
+        port=$(ckpt_free_port "$port")
+        url="http://127.0.0.1:$port"
+        # Started as a plain command so that $! is the server itself, not a subshell.
+        "$bin" -H 127.0.0.1 -p "$port" >"$CKPT_SVC_TMP/moto.log" 2>&1 &
+        CKPT_MOTO_PID=$!
+        if ckpt_wait_moto "$url"; then
+            break
+        fi
+        if ! grep -qi "in use" "$CKPT_SVC_TMP/moto.log" || [[ $attempt -eq 5 ]]; then
             cat "$CKPT_SVC_TMP/moto.log" >&2
             ckpt_die "moto exited during start-up"
         fi
-        tries=$((tries + 1))
-        [[ $tries -lt 300 ]] || ckpt_die "moto did not answer on $url within 30 s"
-        sleep 0.1
+        port=$((port + 1))
     done
     # moto checks no signatures, so a bare PUT creates the bucket.
     curl -sf -o /dev/null -X PUT "$url/$CKPT_TEST_S3_BUCKET" || ckpt_die "could not create bucket"

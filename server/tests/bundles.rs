@@ -303,6 +303,34 @@ async fn an_older_bundle_imports_as_a_no_op_where_the_branch_moved_on(setup: Set
     );
 }
 
+/// Regression: a checkpoint deleted here came back on re-import with a sequence after its
+/// children, breaking commit order.
+async fn re_importing_does_not_resurrect_checkpoints_deleted_here(setup: Setup) {
+    let source = TestEnv::start(Setup::Sqlite).await;
+    let target = TestEnv::start(setup).await;
+    let ids = build_session(&source.client, "pruned").await;
+    let bundle = export(&source.client, "pruned").await;
+    import(&target.client, bundle.clone()).await.unwrap();
+    let interior = &ids[2];
+    target.client.delete_checkpoint(interior).await.unwrap();
+
+    let again = import(&target.client, bundle).await.unwrap();
+    assert_eq!(again.checkpoints_imported, 0);
+    assert_eq!(again.checkpoints_present, ids.len() as u64);
+    assert_eq!(
+        target.client.get(interior).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let listed = target
+        .client
+        .list_all_checkpoints("pruned", None)
+        .await
+        .unwrap();
+    for pair in listed.windows(2) {
+        assert!(pair[0].sequence > pair[1].sequence);
+    }
+}
+
 async fn exporting_an_unknown_session_is_not_found(setup: Setup) {
     let env = TestEnv::start(setup).await;
     let mut sink = Vec::new();
@@ -319,5 +347,6 @@ on_every_setup!(
     a_damaged_bundle_is_refused_and_imports_nothing,
     a_diverged_branch_stops_the_import,
     an_older_bundle_imports_as_a_no_op_where_the_branch_moved_on,
+    re_importing_does_not_resurrect_checkpoints_deleted_here,
     exporting_an_unknown_session_is_not_found,
 );

@@ -706,7 +706,45 @@ async fn search_finds_messages_metadata_keys_and_tags(setup: Setup) {
     assert_ne!(rest.items[0].id, page.items[0].id);
 }
 
+/// Regression: deleting the fork point made the two sides look unrelated, and the merge
+/// silently brought back a key one side had deleted.
+async fn a_merge_whose_base_was_deleted_is_refused(setup: Setup) {
+    let env = TestEnv::start(setup).await;
+    let c = &env.client;
+    let first = root(c, "pruned").await;
+    let fork = commit(c, "pruned", "main", &first, vec![put("a", "2")]).await;
+    c.create_branch("pruned", "side", &fork.id).await.unwrap();
+    commit(c, "pruned", "side", &fork, vec![put("k", "side")]).await;
+    let ours = commit(c, "pruned", "main", &fork, vec![Op::Delete("b".into())]).await;
+    c.delete_checkpoint(&fork.id).await.unwrap();
+
+    let err = c
+        .merge("pruned", "main", "side", true, MergeOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.to_string().contains("deleted"), "{err}");
+    let theirs = MergeOptions {
+        strategy: MergeStrategy::Theirs,
+        ..Default::default()
+    };
+    assert_eq!(
+        c.merge("pruned", "main", "side", true, theirs)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        c.get_branch("pruned", "main").await.unwrap().head,
+        ours.id,
+        "nothing was written"
+    );
+    assert!(text(&state(c, &ours.id).await, "b").is_none());
+}
+
 on_every_setup!(
+    a_merge_whose_base_was_deleted_is_refused,
     search_finds_messages_metadata_keys_and_tags,
     list_filters_work_and_refuse_malformed_input,
     branches_move_by_compare_and_swap_and_are_logged,

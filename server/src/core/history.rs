@@ -50,8 +50,15 @@ impl Engine {
             let floor = top.saturating_sub(window);
             let edges = self.catalog.edges(&roots, floor).await?;
             let graph: HashMap<Uuid, Edge> = edges.into_iter().map(|e| (e.id, e)).collect();
-            if let Some(bases) = paint_down(&graph, a, b, floor) {
-                return Ok(bases);
+            match paint_down(&graph, a, b, floor) {
+                Walk::Done(bases) => return Ok(bases),
+                Walk::Pruned(at) => {
+                    return Err(EngineError::FailedPrecondition(format!(
+                        "the merge base cannot be known: the histories meet beyond checkpoint {at}'s \
+                         deleted parent; merging without it could resurrect deleted keys or revert changes"
+                    )));
+                }
+                Walk::NeedsMore => {}
             }
             if floor == 0 {
                 return Err(EngineError::Internal(
@@ -63,26 +70,45 @@ impl Engine {
     }
 }
 
+/// How a walk over a fetched part of the graph ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Walk {
+    /// The best common ancestors.
+    Done(Vec<Uuid>),
+    /// The walk needs checkpoints below what was fetched.
+    NeedsMore,
+    /// The walk reached a deleted parent while still searching (from this checkpoint): a
+    /// common ancestor may lie beyond it, so no answer is trustworthy.
+    Pruned(Uuid),
+}
+
 /// git's paint-down-to-common over the part of the graph fetched down to generation `floor`
-/// (checkpoints below it are present but their parents are not). Returns `None` when the walk
-/// needs checkpoints below what was fetched.
-fn paint_down(
+/// (checkpoints below it are present but their parents are not).
+fn paint_down(graph: &HashMap<Uuid, Edge>, a: &[Uuid], b: &[Uuid], floor: u64) -> Walk {
+    match paint(graph, a, b, floor) {
+        Ok(bases) => Walk::Done(bases),
+        Err(walk) => walk,
+    }
+}
+
+fn paint(
     graph: &HashMap<Uuid, Edge>,
     a: &[Uuid],
     b: &[Uuid],
     floor: u64,
-) -> Option<Vec<Uuid>> {
+) -> Result<Vec<Uuid>, Walk> {
     let mut flags: HashMap<Uuid, u8> = HashMap::new();
     let mut queue = BinaryHeap::new();
     for (ids, side) in [(a, SIDE_A), (b, SIDE_B)] {
         for id in ids {
             *flags.entry(*id).or_default() |= side;
-            queue.push((graph.get(id)?.generation, *id));
+            let edge = graph.get(id).ok_or(Walk::NeedsMore)?;
+            queue.push((edge.generation, *id));
         }
     }
     let mut found = Vec::new();
     while queue.iter().any(|(_, id)| flags[id] & STALE == 0) {
-        let (_, id) = queue.pop()?;
+        let (_, id) = queue.pop().ok_or(Walk::NeedsMore)?;
         let mut own = flags[&id];
         if own & (SIDE_A | SIDE_B) == SIDE_A | SIDE_B {
             if own & RESULT == 0 {
@@ -92,13 +118,17 @@ fn paint_down(
             flags.insert(id, own);
         }
         let carried = own & (SIDE_A | SIDE_B | STALE);
-        let edge = graph.get(&id)?;
+        let edge = graph.get(&id).ok_or(Walk::NeedsMore)?;
         for parent in &edge.parents {
             let Some(parent_edge) = graph.get(parent) else {
                 // Below the floor the parent was not fetched: widen the window. Above it, the
-                // parent was deleted, and history ends there.
+                // parent was deleted: harmless below a common ancestor already found (stale),
+                // fatal while the walk is still searching.
                 if edge.generation < floor {
-                    return None;
+                    return Err(Walk::NeedsMore);
+                }
+                if own & STALE == 0 {
+                    return Err(Walk::Pruned(id));
                 }
                 continue;
             };
@@ -109,7 +139,7 @@ fn paint_down(
             }
         }
     }
-    Some(remove_redundant(graph, found))
+    Ok(remove_redundant(graph, found))
 }
 
 /// Drops common ancestors that are ancestors of other ones.
@@ -171,8 +201,14 @@ mod tests {
             (4, &[2], 3),
             (5, &[4], 4),
         ]);
-        assert_eq!(paint_down(&g, &ids(&[3]), &ids(&[5]), 0), Some(ids(&[2])));
-        assert_eq!(paint_down(&g, &ids(&[5]), &ids(&[2]), 0), Some(ids(&[2])));
+        assert_eq!(
+            paint_down(&g, &ids(&[3]), &ids(&[5]), 0),
+            Walk::Done(ids(&[2]))
+        );
+        assert_eq!(
+            paint_down(&g, &ids(&[5]), &ids(&[2]), 0),
+            Walk::Done(ids(&[2]))
+        );
     }
 
     #[test]
@@ -191,20 +227,45 @@ mod tests {
         ]);
         assert_eq!(
             paint_down(&g, &ids(&[6]), &ids(&[7]), 0),
-            Some(ids(&[2, 3]))
+            Walk::Done(ids(&[2, 3]))
         );
     }
 
     #[test]
     fn unrelated_histories_have_no_base() {
         let g = graph(&[(1, &[], 1), (2, &[1], 2), (3, &[], 1)]);
-        assert_eq!(paint_down(&g, &ids(&[2]), &ids(&[3]), 0), Some(vec![]));
+        assert_eq!(
+            paint_down(&g, &ids(&[2]), &ids(&[3]), 0),
+            Walk::Done(vec![])
+        );
+    }
+
+    /// Regression: with the fork point deleted, both sides looked unrelated and a merge
+    /// brought back a key one side had deleted.
+    #[test]
+    fn a_deleted_fork_point_is_reported_not_walked_past() {
+        // 1 - (2, deleted) - 3 (a)
+        //                  \- 4 (b)
+        let g = graph(&[(1, &[], 1), (3, &[2], 3), (4, &[2], 3)]);
+        assert_eq!(
+            paint_down(&g, &ids(&[3]), &ids(&[4]), 0),
+            Walk::Pruned(Uuid::from_u128(4))
+        );
+        // A deleted checkpoint below a common ancestor changes nothing.
+        let g = graph(&[(2, &[1], 2), (3, &[2], 3), (4, &[2], 3)]);
+        assert_eq!(
+            paint_down(&g, &ids(&[3]), &ids(&[4]), 0),
+            Walk::Done(ids(&[2]))
+        );
     }
 
     #[test]
     fn a_walk_past_the_fetched_window_asks_for_more() {
         // Fetched down to generation 11: 10 and 12 are there, their parents are not.
         let g = graph(&[(10, &[9], 10), (11, &[10], 11), (12, &[8], 10)]);
-        assert_eq!(paint_down(&g, &ids(&[11]), &ids(&[12]), 11), None);
+        assert_eq!(
+            paint_down(&g, &ids(&[11]), &ids(&[12]), 11),
+            Walk::NeedsMore
+        );
     }
 }

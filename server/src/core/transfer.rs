@@ -195,6 +195,7 @@ impl Engine {
         }
         reader.finish().map_err(damaged)?;
         let (mut import, sink) = state.finish()?;
+        let pruned_here = self.skip_checkpoints_deleted_here(&mut import).await?;
         self.skip_branches_already_ahead(&mut import).await?;
         let session = import.session.clone();
         let mut sink = sink;
@@ -203,12 +204,51 @@ impl Engine {
             blobs: sink.into_blobs(),
             ..import
         };
-        let outcome = self.catalog.import(import).await?;
+        let mut outcome = self.catalog.import(import).await?;
+        outcome.present += pruned_here;
         Ok((session, outcome))
     }
 }
 
 impl Engine {
+    /// Leaves out checkpoints this deployment holds descendants of but not themselves: they
+    /// were deleted here, and bringing them back would put a parent after its children in the
+    /// session's commit order. Refs naming them are left out too. Returns how many.
+    async fn skip_checkpoints_deleted_here(
+        &self,
+        import: &mut SessionImport,
+    ) -> Result<u64, EngineError> {
+        let ids: Vec<Uuid> = import.checkpoints.iter().map(|cp| cp.id).collect();
+        let present: HashSet<Uuid> = self
+            .catalog
+            .checkpoints(&ids)
+            .await?
+            .into_iter()
+            .filter(|cp| cp.session == import.session)
+            .map(|cp| cp.id)
+            .collect();
+        if present.is_empty() {
+            return Ok(0);
+        }
+        let parents: HashMap<Uuid, Vec<Uuid>> = import
+            .checkpoints
+            .iter()
+            .map(|cp| (cp.id, cp.parents.clone()))
+            .collect();
+        let below_present: HashSet<Uuid> = present
+            .iter()
+            .flat_map(|id| ancestors(&parents, *id))
+            .collect();
+        let deleted: HashSet<Uuid> = ids
+            .into_iter()
+            .filter(|id| !present.contains(id) && below_present.contains(id))
+            .collect();
+        import.checkpoints.retain(|cp| !deleted.contains(&cp.id));
+        import.branches.retain(|b| !deleted.contains(&b.head));
+        import.tags.retain(|(_, at)| !deleted.contains(at));
+        Ok(deleted.len() as u64)
+    }
+
     /// Leaves out branches whose head here already descends from the bundle's head: this
     /// deployment is ahead, and importing an older bundle must not look like a divergence.
     async fn skip_branches_already_ahead(
