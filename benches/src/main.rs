@@ -6,6 +6,7 @@ mod calls;
 mod payload;
 mod report;
 mod run;
+mod scenarios;
 mod stats;
 
 use std::process::ExitCode;
@@ -25,12 +26,15 @@ struct Cli {
 enum Command {
     /// Load one call and report latency, throughput and status codes (like ghz).
     Run(Box<run::RunArgs>),
+    /// Run the reference benchmark's scenarios and print each figure beside its bar.
+    Scenarios(scenarios::ScenarioArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Run(args) => run::run(*args).await,
+        Command::Scenarios(args) => scenarios::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,7 +59,9 @@ mod tests {
     #[test]
     fn run_subcommand_parses() {
         let cli = Cli::try_parse_from(["ckpt-bench", "run", "--call", "get", "-n", "5"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("parsed as another command")
+        };
         assert_eq!(args.call, calls::Call::Get);
         assert_eq!(args.requests, Some(5));
     }
