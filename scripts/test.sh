@@ -48,6 +48,26 @@ ckpt_run scripts/check-migrations.sh
 ckpt_banner "cargo test"
 ckpt_run cargo test --workspace --locked "$@"
 
+ckpt_banner "bench smoke (no speed asserted)"
+bench_smoke() {
+    local data port pid rc=0
+    data=$(mktemp -d)
+    port=$(ckpt_free_port 25480)
+    cargo build -q --locked -p ckpt-server -p ckpt-bench
+    target/debug/checkpointd --listen "127.0.0.1:$port" --data-dir "$data" --log warn &
+    pid=$!
+    for _ in $(seq 100); do
+        target/debug/ckpt-bench run --server "http://127.0.0.1:$port" --call get -n 1 >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    target/debug/ckpt-bench run --server "http://127.0.0.1:$port" --call create --size 10KB -c 4 -n 40 --cleanup || rc=$?
+    target/debug/ckpt-bench scenarios --server "http://127.0.0.1:$port" --merge-runs 1 || rc=$?
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    rm -rf "$data"
+    return "$rc"
+}
+bench_smoke
+
 if [[ $lint == 1 ]]; then
     ckpt_banner "cargo doc"
     RUSTDOCFLAGS="${RUSTDOCFLAGS:+$RUSTDOCFLAGS }-Dwarnings" ckpt_run cargo doc --workspace --no-deps --locked
