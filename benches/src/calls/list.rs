@@ -14,18 +14,29 @@ pub(crate) struct Worker {
     client: Client,
     sessions: Arc<[String]>,
     page_size: u32,
+    filter: ckpt_client::ListFilter,
 }
 
 /// Fills every session of the run.
 pub(crate) async fn prepare(ctx: &Context) -> anyhow::Result<Vec<Worker>> {
-    let per_session = ctx.checkpoints.max(ctx.page_size + 1);
-    seed::chains(ctx, per_session).await?;
-    let sessions: Arc<[String]> = ctx.sessions.clone().into();
+    let sessions: Arc<[String]> = match &ctx.target_session {
+        Some(existing) => vec![existing.clone()].into(),
+        None => {
+            let per_session = ctx.checkpoints.max(ctx.page_size + 1);
+            seed::chains(ctx, per_session).await?;
+            ctx.sessions.clone().into()
+        }
+    };
+    let filter = ckpt_client::ListFilter {
+        metadata_contains: ctx.meta.clone(),
+        ..Default::default()
+    };
     let workers = (0..ctx.concurrency)
         .map(|w| Worker {
             client: ctx.client(w),
             sessions: Arc::clone(&sessions),
             page_size: ctx.page_size,
+            filter: filter.clone(),
         })
         .collect();
     Ok(workers)
@@ -38,7 +49,7 @@ impl Worker {
 
         let list = self
             .client
-            .list_checkpoints(session, None, self.page_size, "");
+            .list_checkpoints_where(session, &self.filter, self.page_size, "");
         let (span, result) = timed(timeout, list).await;
 
         Outcome {

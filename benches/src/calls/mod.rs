@@ -11,6 +11,7 @@ mod heads;
 mod incremental;
 mod list;
 mod load;
+mod search;
 mod seed;
 
 use std::future::Future;
@@ -43,6 +44,8 @@ pub(crate) enum Call {
     Get,
     /// ListCheckpoints: one page of `--page-size` of a pre-populated session.
     List,
+    /// Search: one page of `--page-size` results for `--query`.
+    Search,
 }
 
 impl Call {
@@ -54,6 +57,7 @@ impl Call {
             Call::Load => "load",
             Call::Get => "get",
             Call::List => "list",
+            Call::Search => "search",
         }
     }
 
@@ -82,6 +86,12 @@ pub(crate) struct Context {
     pub(crate) page_size: u32,
     /// Longest any call may take, setup included.
     pub(crate) timeout: Duration,
+    /// search: the query.
+    pub(crate) query: String,
+    /// list, search: an existing session to read instead of filling new ones.
+    pub(crate) target_session: Option<String>,
+    /// list: a metadata containment filter.
+    pub(crate) meta: Option<serde_json::Value>,
 }
 
 impl Context {
@@ -114,6 +124,8 @@ pub(crate) enum Worker {
     Get(get::Worker),
     /// See [`Call::List`].
     List(list::Worker),
+    /// See [`Call::Search`].
+    Search(search::Worker),
 }
 
 /// Does `call`'s setup and returns its workers, one per concurrent caller.
@@ -143,6 +155,10 @@ pub(crate) async fn prepare(call: Call, ctx: &Context) -> anyhow::Result<Vec<Wor
             .into_iter()
             .map(Worker::List)
             .collect(),
+        Call::Search => search::prepare(ctx)
+            .into_iter()
+            .map(Worker::Search)
+            .collect(),
     };
     Ok(workers)
 }
@@ -156,6 +172,7 @@ impl Worker {
             Worker::Load(w) => w.call(seq, timeout).await,
             Worker::Get(w) => w.call(seq, timeout).await,
             Worker::List(w) => w.call(seq, timeout).await,
+            Worker::Search(w) => w.call(seq, timeout).await,
         }
     }
 }

@@ -56,9 +56,22 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) change_keys: u32,
 
-    /// list: checkpoints per page.
+    /// list, search: checkpoints per page.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub(crate) page_size: u32,
+
+    /// search: the words to search for.
+    #[arg(long, default_value = "tokenizer")]
+    pub(crate) query: String,
+
+    /// list, search: use this existing session instead of filling new ones (search: the
+    /// session to search in; without it, search covers every session).
+    #[arg(long)]
+    pub(crate) target_session: Option<String>,
+
+    /// list: only checkpoints whose metadata contains this JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub(crate) meta: Option<String>,
 
     /// Sessions the requests spread over. Writes give each worker sessions of its own, so they
     /// need at least one per worker (default: one per worker); reads default to 1.

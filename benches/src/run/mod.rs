@@ -36,6 +36,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         change_keys: args.change_keys as usize,
         page_size: args.page_size,
         timeout: args.timeout,
+        query: args.query.clone(),
+        target_session: args.target_session.clone(),
+        meta: match &args.meta {
+            Some(text) => Some(serde_json::from_str(text).context("--meta is not JSON")?),
+            None => None,
+        },
     };
     let workers = calls::prepare(args.call, &ctx).await?;
 

@@ -363,10 +363,11 @@ impl Catalog for PostgresCatalog {
     ) -> Result<Vec<CheckpointRecord>> {
         let sql = format!(
             "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints c JOIN sessions s ON s.id = c.session_id \
-             WHERE s.name = $1 AND ($2::text IS NULL OR c.branch = $2) \
+             WHERE c.session_id = (SELECT id FROM sessions WHERE name = $1) \
+               AND ($2::text IS NULL OR c.branch = $2) \
                AND ($3::int8 IS NULL OR c.seq < $3) \
                AND ($5::text IS NULL OR c.id IN \
-                    (SELECT t.checkpoint_id FROM tags t WHERE t.session_id = s.id AND t.name = $5)) \
+                    (SELECT t.checkpoint_id FROM tags t WHERE t.session_id = c.session_id AND t.name = $5)) \
                AND ($6::jsonb IS NULL OR c.metadata @> $6::jsonb) \
                AND ($7::timestamptz IS NULL OR c.created_at >= $7) \
                AND ($8::timestamptz IS NULL OR c.created_at < $8) \

@@ -623,18 +623,25 @@ impl PostgresCatalog {
         offset: u32,
         limit: u32,
     ) -> Result<Vec<CheckpointRecord>> {
-        // Word matches ranked by ts_rank; an exact tag name outranks them all.
+        // Word matches ranked by ts_rank; an exact tag name outranks them all. The session is
+        // looked up once (not joined) so the full-text index drives the plan, and at most
+        // 10,000 matches are ranked: a word in nearly every checkpoint would otherwise rank
+        // the whole store.
         let sql = format!(
             "SELECT {CHECKPOINT_COLUMNS} FROM ( \
                  SELECT id, MAX(score) AS score FROM ( \
-                     SELECT c.id, ts_rank(to_tsvector('simple', c.search_text), \
-                                          plainto_tsquery('simple', $1)) AS score \
-                     FROM checkpoints c JOIN sessions s ON s.id = c.session_id \
-                     WHERE ($2::text IS NULL OR s.name = $2) \
-                       AND to_tsvector('simple', c.search_text) @@ plainto_tsquery('simple', $1) \
+                     (SELECT c.id, ts_rank(to_tsvector('simple', c.search_text), \
+                                           plainto_tsquery('simple', $1)) AS score \
+                      FROM checkpoints c \
+                      WHERE to_tsvector('simple', c.search_text) @@ plainto_tsquery('simple', $1) \
+                        AND ($2::text IS NULL \
+                             OR c.session_id = (SELECT id FROM sessions WHERE name = $2)) \
+                      LIMIT 10000) \
                      UNION ALL \
-                     SELECT t.checkpoint_id, 1.0 FROM tags t JOIN sessions s ON s.id = t.session_id \
-                     WHERE ($2::text IS NULL OR s.name = $2) AND lower(t.name) = lower($5) \
+                     SELECT t.checkpoint_id, 1.0 FROM tags t \
+                     WHERE lower(t.name) = lower($5) \
+                       AND ($2::text IS NULL \
+                            OR t.session_id = (SELECT id FROM sessions WHERE name = $2)) \
                  ) hits GROUP BY id \
              ) m JOIN checkpoints c ON c.id = m.id JOIN sessions s ON s.id = c.session_id \
              ORDER BY m.score DESC, c.seq DESC LIMIT $3 OFFSET $4"
