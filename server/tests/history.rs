@@ -285,6 +285,24 @@ async fn history_walks_first_parents_or_all_and_pages(setup: Setup) {
         paged,
         all.iter().map(|cp| cp.id.clone()).collect::<Vec<_>>()
     );
+    let mut line = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c.history(Target::head("h"), true, 2, &token).await.unwrap();
+        assert!(page.items.len() <= 2);
+        line.extend(page.items.into_iter().map(|cp| cp.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(
+        line,
+        first_parent
+            .iter()
+            .map(|cp| cp.id.clone())
+            .collect::<Vec<_>>()
+    );
 
     assert!(c.is_ancestor(&first.id, &merged.id).await.unwrap());
     assert!(c.is_ancestor(&side.id, &merged.id).await.unwrap());

@@ -338,8 +338,9 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// Checkpoints by id, in no particular order; unknown ids are left out.
     async fn checkpoints(&self, ids: &[Uuid]) -> Result<Vec<CheckpointRecord>>;
 
-    /// `from` and its ancestors (through first parents only, or all parents) with a sequence
-    /// below `before`, newest first. The walk stops where a parent was deleted.
+    /// `from` and its ancestors, newest first. Through all parents: those with a sequence
+    /// below `before`. Through first parents only: `before` is ignored and the walk starts at
+    /// `from` (continue a listing from the next id). The walk stops where a parent was deleted.
     async fn ancestry(
         &self,
         from: Uuid,

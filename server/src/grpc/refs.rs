@@ -190,11 +190,32 @@ pub(super) async fn get_history(
     };
     let start = engine.resolve(target).await?;
     let limit = page_size(req.page_size)?;
-    let before = token::<u64>("h1.", &req.page_token)?;
+    let (from, before) = match (req.first_parent, req.page_token.as_str()) {
+        (_, "") => (start.id, None),
+        // A first-parent listing continues from the next checkpoint of the line.
+        (true, given) => match given.strip_prefix("h2.").map(uuid::Uuid::parse_str) {
+            Some(Ok(next)) => (next, None),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "page_token: not a token this list returned",
+                ));
+            }
+        },
+        (false, given) => (start.id, token::<u64>("h1.", given)?),
+    };
     let mut records = engine
-        .history(start.id, req.first_parent, before, limit + 1)
+        .history(from, req.first_parent, before, limit + 1)
         .await?;
-    let next_page_token = more(&mut records, limit, |c| format!("h1.{}", c.seq));
+    let next_page_token = if req.first_parent {
+        let next = records
+            .get(limit as usize)
+            .map(|c| format!("h2.{}", c.id))
+            .unwrap_or_default();
+        records.truncate(limit as usize);
+        next
+    } else {
+        more(&mut records, limit, |c| format!("h1.{}", c.seq))
+    };
     Ok(v1::GetHistoryResponse {
         checkpoints: records.into_iter().map(convert::checkpoint).collect(),
         next_page_token,

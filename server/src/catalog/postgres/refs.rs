@@ -286,6 +286,27 @@ impl PostgresCatalog {
         before: Option<u64>,
         limit: u32,
     ) -> Result<Vec<CheckpointRecord>> {
+        if first_parent {
+            // A branch's line: walk from `from` at most `limit` steps, so a page costs its
+            // size whatever the history's length (callers continue from the next id).
+            let sql = format!(
+                "WITH RECURSIVE chain(id, depth) AS ( \
+                     SELECT $1::uuid, 0 \
+                     UNION ALL \
+                     SELECT c.parent_id, ch.depth + 1 FROM chain ch JOIN checkpoints c ON c.id = ch.id \
+                     WHERE c.parent_id IS NOT NULL AND ch.depth + 1 < $2) \
+                 SELECT {CHECKPOINT_COLUMNS} FROM chain ch \
+                 JOIN checkpoints c ON c.id = ch.id JOIN sessions s ON s.id = c.session_id \
+                 ORDER BY ch.depth"
+            );
+            let rows: Vec<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(from)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
+            return rows.into_iter().map(CheckpointRecord::try_from).collect();
+        }
         // Parents always commit before their children, so sequence order is history order.
         let step = if first_parent {
             "SELECT c.parent_id FROM ancestry a JOIN checkpoints c ON c.id = a.id \
