@@ -713,6 +713,12 @@ async fn search_finds_messages_metadata_keys_and_tags(setup: Setup) {
         c.search(None, "  ", 10, "").await.unwrap_err().code(),
         Code::InvalidArgument
     );
+    // An unknown session is NOT_FOUND, as for listing.
+    let err = c
+        .search(Some("nobody"), "tokenizer", 10, "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
     // Paging.
     let page = c.search(None, "tokenizer", 1, "").await.unwrap();
     assert_eq!(page.items.len(), 1);

@@ -40,15 +40,19 @@ pub(crate) struct ListArgs {
     grep: Option<String>,
 }
 
+/// Search matches whole words (letters and digits; other characters separate words) in
+/// checkpoint messages, metadata values (not keys) and the keys each checkpoint wrote, all
+/// words required, case-insensitively; or a tag's exact name. Symbols and emoji are not
+/// indexed: use `ckpt list --grep` for those.
 #[derive(Debug, Args)]
 pub(crate) struct SearchArgs {
-    /// Words to find in messages, metadata values and the keys checkpoints wrote, or a tag name.
+    /// The words to find, or a tag's exact name.
     query: String,
     /// Search one session only; every session by default.
     #[arg(long)]
     session: Option<String>,
     /// Show at most this many results, best first.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     limit: u32,
 }
 
@@ -67,17 +71,24 @@ pub(crate) async fn search(
     args: SearchArgs,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
-    let page = client
-        .search(
-            args.session.as_deref(),
-            &args.query,
-            args.limit.clamp(1, MAX_PAGE_SIZE as u32),
-            "",
-        )
-        .await
-        .context("cannot search")?;
+    let found = client
+        .search(args.session.as_deref(), &args.query, args.limit, "")
+        .await;
+    let page = match (found, &args.session) {
+        (Ok(page), _) => page,
+        (Err(err), Some(session)) => {
+            return Err(explain_not_found(err, || format!("session {session}")));
+        }
+        (Err(err), None) => return Err(anyhow::Error::from(err).context("cannot search")),
+    };
+    if page.items.is_empty() && !args.query.chars().any(char::is_alphanumeric) {
+        eprintln!(
+            "note: the query has no letters or digits, and search indexes words only \
+             (try `ckpt list SESSION --grep TEXT`)"
+        );
+    }
     match format {
-        OutputFormat::Table => output::print(&output::checkpoints_table(&page.items))?,
+        OutputFormat::Table => output::print(&output::found_table(&page.items))?,
         OutputFormat::Json => {
             output::print_json(&page.items.iter().map(output::checkpoint_json).collect())?
         }
@@ -150,6 +161,13 @@ async fn list_newest(
         created_before: args.until,
         message_contains: args.grep.clone(),
     };
+    if let (Some(since), Some(until)) = (args.since, args.until)
+        && since >= until
+    {
+        return Err(ckpt_client::Error::InvalidArgument(
+            "--until must be later than --since".into(),
+        ));
+    }
     let limit = args.limit.unwrap_or(usize::MAX);
 
     let mut checkpoints = Vec::new();

@@ -84,6 +84,22 @@ pub(crate) fn checkpoints_table(checkpoints: &[Checkpoint]) -> String {
     table.render()
 }
 
+/// Checkpoints from any sessions (search results): the session comes first.
+pub(crate) fn found_table(checkpoints: &[Checkpoint]) -> String {
+    let mut table = Table::new(&["SESSION", "SEQ", "ID", "BRANCH", "CREATED (UTC)", "MESSAGE"]);
+    for checkpoint in checkpoints {
+        table.row(vec![
+            checkpoint.session_id.clone(),
+            checkpoint.sequence.to_string(),
+            checkpoint.id.clone(),
+            checkpoint.branch.clone(),
+            short_time(&checkpoint.create_time),
+            first_line(&checkpoint.message, 60),
+        ]);
+    }
+    table.render()
+}
+
 pub(crate) fn sessions_table(sessions: &[Session]) -> String {
     let mut table = Table::new(&["SESSION", "CHECKPOINTS", "CREATED (UTC)", "UPDATED (UTC)"]);
     for session in sessions {

@@ -79,7 +79,8 @@ impl Engine {
         limit: u32,
     ) -> Result<Vec<CheckpointRecord>, EngineError> {
         if let Some(session) = session {
-            validate::name("session_id", session)?;
+            // An unknown session is NOT_FOUND, as for listing, not an empty result.
+            self.session(session).await?;
         }
         if query.trim().is_empty() {
             return Err(EngineError::InvalidArgument {
