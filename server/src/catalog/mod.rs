@@ -123,6 +123,19 @@ pub struct BranchRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A stored manifest root, checked to be a hash.
+pub(crate) fn manifest_root(checkpoint: Uuid, bytes: Option<Vec<u8>>) -> Result<Option<Hash>> {
+    bytes
+        .map(|b| {
+            Hash::from_slice(&b).ok_or_else(|| {
+                CatalogError::Internal(format!(
+                    "checkpoint {checkpoint} has a malformed manifest hash"
+                ))
+            })
+        })
+        .transpose()
+}
+
 /// Which checkpoints a listing returns; every set field must hold.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CheckpointFilter {

@@ -72,6 +72,17 @@ pub enum EngineError {
     Internal(String),
 }
 
+impl EngineError {
+    /// Names where lost data belonged (`"checkpoint X"`, `"parent checkpoint X"`); other
+    /// errors pass through.
+    pub(super) fn lost_in(self, place: impl std::fmt::Display) -> Self {
+        match self {
+            Self::DataLoss(why) => Self::DataLoss(format!("{place}: {why}")),
+            other => other,
+        }
+    }
+}
+
 impl From<CatalogError> for EngineError {
     fn from(err: CatalogError) -> Self {
         match err {

@@ -92,7 +92,9 @@ impl Engine {
             return Ok(());
         };
         let loader = self.page_loader();
-        let lost = |e: super::manifest::ManifestError| in_checkpoint(cp.id, e.into());
+        let lost = |e: super::manifest::ManifestError| {
+            EngineError::from(e).lost_in(format_args!("checkpoint {}", cp.id))
+        };
         let mut cursor = Cursor::new(&loader, root.page, 0).await.map_err(lost)?;
 
         if !filter.keys.is_empty() {
@@ -187,12 +189,5 @@ impl Engine {
                 Err(fault.into_error(checkpoint, key))
             }
         }
-    }
-}
-
-fn in_checkpoint(id: Uuid, err: EngineError) -> EngineError {
-    match err {
-        EngineError::DataLoss(why) => EngineError::DataLoss(format!("checkpoint {id}: {why}")),
-        other => other,
     }
 }

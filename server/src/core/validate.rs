@@ -16,7 +16,8 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// The branch a write goes to when it names none.
 pub const DEFAULT_BRANCH: &str = "main";
 
-fn invalid(field: &str, reason: impl Into<String>) -> EngineError {
+/// An INVALID_ARGUMENT naming `field`.
+pub(super) fn invalid(field: &str, reason: impl Into<String>) -> EngineError {
     EngineError::InvalidArgument {
         field: field.to_owned(),
         reason: reason.into(),

@@ -18,7 +18,7 @@ use super::hash::Hash;
 use super::manifest::{self, ChunkRef, LeafEntry};
 use super::search;
 use super::sink::BlobSink;
-use super::validate;
+use super::validate::{self, invalid};
 use crate::catalog::{self, BlobKind, CatalogError, CheckpointRecord};
 
 /// How a create's changes relate to its parent.
@@ -260,7 +260,10 @@ impl CheckpointWriter {
                 let parent_root = Engine::root_of(parent);
                 manifest::update(&loader, parent_root.as_ref(), edits)
                     .await
-                    .map_err(|e| in_checkpoint(parent.id, e.into()))?
+                    .map_err(|e| {
+                        EngineError::from(e)
+                            .lost_in(format_args!("parent checkpoint {}", parent.id))
+                    })?
             }
             _ => manifest::build(edits.into_values().flatten().collect()),
         };
@@ -343,22 +346,5 @@ struct AbandonOnDrop(Arc<AtomicBool>);
 impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Release);
-    }
-}
-
-fn invalid(field: &str, reason: impl Into<String>) -> EngineError {
-    EngineError::InvalidArgument {
-        field: field.to_owned(),
-        reason: reason.into(),
-    }
-}
-
-/// Names the checkpoint whose data was lost.
-fn in_checkpoint(id: Uuid, err: EngineError) -> EngineError {
-    match err {
-        EngineError::DataLoss(why) => {
-            EngineError::DataLoss(format!("parent checkpoint {id}: {why}"))
-        }
-        other => other,
     }
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use ckpt_proto::v1::{self, get_history_request, merge_request, resolution};
 use tonic::Status;
 
-use super::convert;
+use super::{convert, page_size};
 use crate::catalog::RefKind;
 use crate::core::diff::{Change, value_id};
 use crate::core::hash::Hash;
@@ -15,20 +15,6 @@ use crate::core::{
     Choice, Engine, KeyResolution, MergeOutcome, MergeRequest, MergeSource, ReadFilter, ReadTarget,
     Strategy, validate,
 };
-
-/// Page size when a request names none, and the largest allowed.
-const DEFAULT_PAGE: u32 = 100;
-const MAX_PAGE: u32 = 1000;
-
-fn page_size(requested: u32) -> Result<u32, Status> {
-    match requested {
-        0 => Ok(DEFAULT_PAGE),
-        n if n <= MAX_PAGE => Ok(n),
-        n => Err(Status::invalid_argument(format!(
-            "page_size: {n} is over the limit of {MAX_PAGE}"
-        ))),
-    }
-}
 
 fn id(field: &str, value: &str) -> Result<uuid::Uuid, Status> {
     Ok(validate::checkpoint_id(field, value)?)

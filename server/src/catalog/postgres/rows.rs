@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use crate::catalog::{
     BlobRecord, BranchRecord, CatalogError, CheckpointRecord, Location, Result, SessionRecord,
+    manifest_root,
 };
 use crate::core::codec::Codec;
 use crate::core::hash::Hash;
@@ -31,15 +32,7 @@ impl TryFrom<CheckpointRow> for CheckpointRecord {
     type Error = CatalogError;
 
     fn try_from(row: CheckpointRow) -> Result<Self> {
-        let manifest_root = match row.manifest_root {
-            Some(bytes) => Some(Hash::from_slice(&bytes).ok_or_else(|| {
-                CatalogError::Internal(format!(
-                    "checkpoint {} has a malformed manifest hash",
-                    row.id
-                ))
-            })?),
-            None => None,
-        };
+        let manifest_root = manifest_root(row.id, row.manifest_root)?;
         Ok(Self {
             id: row.id,
             session: row.session,
