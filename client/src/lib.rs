@@ -17,6 +17,7 @@
 
 mod client;
 mod error;
+mod gc;
 pub mod json;
 mod model;
 mod read;
@@ -27,6 +28,10 @@ mod write;
 
 pub use client::{Client, ListFilter, MAX_MESSAGE_BYTES, UNARY_LIMIT};
 pub use error::Error;
+pub use gc::{
+    CollectOptions, CollectReport, Collection, RetentionDecision, RetentionPolicy, VerifyProblem,
+    VerifyReport,
+};
 pub use model::{Checkpoint, Page, Session, State, Summary};
 pub use read::{EntryHeader, ReadFilter, StateReader, Target};
 pub use refs::{

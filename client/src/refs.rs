@@ -81,7 +81,8 @@ pub struct RefLogEntry {
     pub time: DateTime<Utc>,
 }
 
-fn non_empty(s: String) -> Option<String> {
+/// `None` for the empty string, which proto3 sends for an unset text field.
+pub(crate) fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 

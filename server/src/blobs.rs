@@ -22,6 +22,26 @@ pub fn object_key(hash: &Hash, upload: Uuid) -> String {
     format!("chunks/{}/{hex}.{}", &hex[..2], upload.simple())
 }
 
+/// The prefix every blob's key starts with.
+pub const BLOB_PREFIX: &str = "chunks";
+
+/// What [`object_key`] encoded: the blob's hash and the upload's id.
+pub fn parse_object_key(key: &str) -> Option<(Hash, Uuid)> {
+    let name = key.strip_prefix("chunks/")?.split_once('/')?.1;
+    let (hex, upload) = name.split_once('.')?;
+    let hash = Hash::from_hex(hex)?;
+    let upload = Uuid::try_parse(upload).ok()?;
+    (object_key(&hash, upload) == key).then_some((hash, upload))
+}
+
+/// An object in the store, as a listing shows it.
+#[derive(Clone, Debug)]
+pub struct StoredObject {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     #[error("object {0} not found")]
@@ -105,6 +125,30 @@ impl BlobStore {
             .map_err(|e| BlobError::Other(e.to_string()))
     }
 
+    /// Objects under `prefix` whose keys sort after `after`, in no promised order beyond that.
+    pub fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> impl futures::Stream<Item = Result<StoredObject, BlobError>> + Send + 'static {
+        use futures::StreamExt;
+        let prefix = Path::from(prefix);
+        let listing = match after {
+            Some(after) => self
+                .store
+                .list_with_offset(Some(&prefix), &Path::from(after)),
+            None => self.store.list(Some(&prefix)),
+        };
+        listing.map(|meta| {
+            meta.map(|m| StoredObject {
+                key: m.location.to_string(),
+                size: m.size,
+                last_modified: m.last_modified,
+            })
+            .map_err(|e| BlobError::Other(e.to_string()))
+        })
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
         match self.store.delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -128,5 +172,18 @@ mod tests {
             "{a}"
         );
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn parsing_a_key_returns_what_made_it_and_refuses_strangers() {
+        let hash = Hash::of(b"hello");
+        let upload = Uuid::now_v7();
+        let key = object_key(&hash, upload);
+        assert_eq!(parse_object_key(&key), Some((hash, upload)));
+        assert_eq!(parse_object_key("chunks/ab/not-a-hash.x"), None);
+        assert_eq!(parse_object_key("notes/readme.txt"), None);
+        // The right parts under the wrong fan-out directory are not ours either.
+        let wrong_dir = key.replacen(&hash.to_hex()[..2], "zz", 1);
+        assert_eq!(parse_object_key(&wrong_dir), None);
     }
 }

@@ -1,5 +1,6 @@
 //! checkpointd's configuration: flags, each with a `CKPT_` environment twin.
 
+use crate::core::retention::Policy;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -61,6 +62,27 @@ pub struct Config {
     #[arg(long, env = "CKPT_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Retention policy for sessions and branches without an override, e.g.
+    /// "last=50,within=7days,daily=30". "none" keeps everything. Heads and tags are always kept.
+    #[arg(long, env = "CKPT_RETENTION", default_value = "none")]
+    pub retention: Policy,
+
+    /// How often this instance runs a collection pass (retention, then freeing unreferenced
+    /// blobs); "0s" turns the schedule off. Instances take turns through a lease: one pass
+    /// runs at a time across the deployment.
+    #[arg(long, env = "CKPT_GC_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub gc_interval: Duration,
+
+    /// How long an uploaded object may wait for its commit before collection reclaims it.
+    /// Writes slower than half of this are refused.
+    #[arg(long, env = "CKPT_UPLOAD_LEASE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub upload_lease: Duration,
+
+    /// How long a collector's lease lasts without renewal: the delay before another instance
+    /// takes over from a collector that died.
+    #[arg(long, env = "CKPT_COLLECTOR_LEASE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub collector_lease: Duration,
+
     /// Log format.
     #[arg(long, env = "CKPT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -91,6 +113,9 @@ impl Config {
             zstd_level: self.zstd_level,
             inline_max_bytes: self.inline_max.as_u64() as usize,
             max_value_bytes: self.max_value_size.as_u64(),
+            upload_lease: self.upload_lease,
+            collector_lease: self.collector_lease,
+            default_retention: self.retention.clone(),
             ..EngineConfig::default()
         }
     }

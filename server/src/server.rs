@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::blobs::BlobStore;
 use crate::catalog;
 use crate::config::Config;
-use crate::core::Engine;
+use crate::core::{CollectOptions, Engine, EngineError};
 use crate::grpc::CheckpointApi;
 
 /// A server accepting calls; dropped or shut down, it stops.
@@ -28,6 +28,7 @@ pub struct RunningServer {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     grace: std::time::Duration,
+    collector: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -49,6 +50,10 @@ impl RunningServer {
             .await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        if let Some(collector) = self.collector.take() {
+            // A pass cut short resumes safely on the next one (see core::collect).
+            collector.abort();
         }
         match tokio::time::timeout(self.grace, &mut self.task).await {
             Ok(joined) => joined
@@ -81,6 +86,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 
     // Services.
     let max_message = config.max_message_size.as_u64() as usize;
+    let collector = (!config.gc_interval.is_zero())
+        .then(|| tokio::spawn(collect_every(Arc::clone(&engine), config.gc_interval)));
     let api = CheckpointServiceServer::new(CheckpointApi::new(engine))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message)
@@ -126,7 +133,25 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         stop: Some(stop),
         task,
         grace: config.shutdown_grace,
+        collector,
     })
+}
+
+/// Runs a collection pass every `interval`. Every instance schedules passes; the collector
+/// lease lets one run at a time, and an instance that finds a pass running skips its turn.
+async fn collect_every(engine: Arc<Engine>, interval: std::time::Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick fires at once; a pass right at start-up would only slow the start.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match engine.collect(CollectOptions::default()).await {
+            Ok(_) => {}
+            Err(EngineError::Aborted(why)) => info!(reason = %why, "collection pass skipped"),
+            Err(err) => warn!(error = %err, "collection pass failed; the next one resumes"),
+        }
+    }
 }
 
 /// Runs until SIGINT or SIGTERM, then shuts down gracefully; a second signal exits at once.

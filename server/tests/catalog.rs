@@ -47,6 +47,8 @@ fn new_cp(session: &str, branch: &str, parent: Option<Uuid>) -> NewCheckpoint {
         logical_bytes: 0,
         blobs: Vec::new(),
         search_text: String::new(),
+        reused: Vec::new(),
+        source: None,
     }
 }
 

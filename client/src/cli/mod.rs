@@ -4,6 +4,7 @@
 mod branch;
 mod browse;
 mod diff;
+mod gc;
 mod graph;
 mod log;
 mod merge;
@@ -37,7 +38,7 @@ pub(crate) mod exit {
     pub(crate) const CONFLICT: u8 = 4;
     /// The server rejected an argument.
     pub(crate) const INVALID_ARGUMENT: u8 = 5;
-    /// The server lost or found corrupt data.
+    /// The server lost or found corrupt data, or `ckpt verify` found missing or damaged blobs.
     pub(crate) const DATA_LOSS: u8 = 6;
     /// The server could not be reached or is unavailable.
     pub(crate) const UNAVAILABLE: u8 = 7;
@@ -52,7 +53,8 @@ Exit codes:
   4  conflict: the branch moved (pass --parent or --on-head), the object already exists, a
      merge left conflicting keys, or a precondition failed (e.g. deleting a branch head)
   5  invalid argument rejected by the server
-  6  data loss on the server
+  6  data loss: the server lost or found corrupt data, or `ckpt verify` found missing or
+     damaged blobs
   7  server unavailable or unreachable";
 
 /// Save, restore and browse checkpoints of agent sessions on a checkpointd server.
@@ -120,6 +122,12 @@ enum Command {
     Diff(diff::DiffArgs),
     /// Merge a branch or checkpoint into a branch (exit code 4 when keys conflict).
     Merge(merge::MergeArgs),
+    /// Drop the checkpoints retention no longer keeps and free storage nothing references.
+    Gc(gc::GcArgs),
+    /// Check that the blobs of every checkpoint are present and intact (exit code 6 if not).
+    Verify(gc::VerifyArgs),
+    /// Show, set or clear which checkpoints a session or branch keeps (its retention policy).
+    Retention(gc::RetentionArgs),
 }
 
 /// Runs one command.
@@ -152,6 +160,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Log(args) => log::run(&client, args, output).await,
         Command::Diff(args) => diff::run(&client, args, output).await,
         Command::Merge(args) => merge::run(&client, args, output).await,
+        Command::Gc(args) => gc::gc(&client, args, output).await,
+        Command::Verify(args) => gc::verify(&client, args, output).await,
+        Command::Retention(args) => gc::retention(&client, args, output).await,
     }
 }
 

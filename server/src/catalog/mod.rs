@@ -92,6 +92,13 @@ pub struct NewCheckpoint {
     pub entry_count: u64,
     pub logical_bytes: u64,
     pub blobs: Vec<NewBlob>,
+    /// Registered blobs this checkpoint references without registering them (deduplicated
+    /// against the registry). The commit stamps them with the collection epoch and fails with
+    /// [`CatalogError::Aborted`] when one was collected since the writer found it.
+    pub reused: Vec<Hash>,
+    /// A checkpoint of another session whose manifest this one shares (a fork). The commit
+    /// holds it against deletion until it is done, and fails when it is gone.
+    pub source: Option<Uuid>,
     /// What search finds this checkpoint by (see `core::search`).
     pub search_text: String,
 }
@@ -258,6 +265,9 @@ pub struct SessionImport {
     /// stops the import.
     pub tags: Vec<(String, Uuid)>,
     pub blobs: Vec<NewBlob>,
+    /// Blobs the bundle holds that were already registered; stamped and checked as in
+    /// [`NewCheckpoint::reused`].
+    pub reused: Vec<Hash>,
 }
 
 /// What an import changed.
@@ -278,6 +288,34 @@ pub struct SessionRecord {
     pub checkpoint_count: u64,
 }
 
+/// A checkpoint as retention sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetentionCandidate {
+    pub id: Uuid,
+    pub seq: u64,
+    pub branch: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A registered blob as the sweep sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobStamp {
+    pub hash: Hash,
+    /// The collection epoch in which a commit last registered or reused it.
+    pub touched_epoch: u64,
+    pub stored_len: u64,
+}
+
+/// A registry row the sweep deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletedBlob {
+    pub hash: Hash,
+    pub kind: BlobKind,
+    pub stored_len: u64,
+    /// Queued in the same transaction for deletion from the object store.
+    pub object_key: Option<String>,
+}
+
 /// Why a catalog call failed, in terms a caller can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -292,6 +330,9 @@ pub enum CatalogError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A concurrent operation got in the way; retrying the whole call will succeed.
+    #[error("{0}")]
+    Aborted(String),
     /// The database could not be reached or is overloaded; worth retrying.
     #[error("catalog unavailable: {0}")]
     Unavailable(String),
@@ -410,6 +451,83 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
         offset: u32,
         limit: u32,
     ) -> Result<Vec<CheckpointRecord>>;
+
+    // ---- Collection (see core::collect for the protocol these calls make up) ----
+
+    /// Takes the collector lease for `holder`, or renews it, for `ttl` by the database clock.
+    /// False when another holder's lease has not expired.
+    async fn acquire_collector(&self, holder: &str, ttl: Duration) -> Result<bool>;
+
+    /// Gives the lease up, if `holder` has it.
+    async fn release_collector(&self, holder: &str) -> Result<()>;
+
+    /// Raises the collection epoch once every commit that read the old epoch has finished, and
+    /// returns the new one: commits from then on stamp the blobs they reference with it.
+    async fn advance_epoch(&self) -> Result<u64>;
+
+    /// The session's checkpoints with a sequence above `after_seq`, by sequence.
+    async fn retention_candidates(
+        &self,
+        session: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<RetentionCandidate>>;
+
+    /// Deletes those of `ids` (checkpoints of `session`) that are neither a branch head nor
+    /// tagged at the time of the delete; returns the ids deleted.
+    async fn delete_unpinned(&self, session: &str, ids: &[Uuid]) -> Result<Vec<Uuid>>;
+
+    /// Checkpoints (of one session, or all) with ids above `after`, by id, with their
+    /// manifest roots.
+    async fn checkpoint_roots(
+        &self,
+        session: Option<&str>,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, Option<Hash>)>>;
+
+    /// Every checkpoint's manifest root, read in one snapshot.
+    async fn manifest_roots(&self) -> Result<Vec<(Uuid, Option<Hash>)>>;
+
+    /// Registered blobs with hashes above `after`, by hash.
+    async fn scan_blobs(&self, after: Option<Hash>, limit: u32) -> Result<Vec<BlobStamp>>;
+
+    /// Deletes the blobs among `hashes` still stamped before `epoch`, queueing their objects
+    /// for deletion in the same transaction; returns what it deleted.
+    async fn delete_blobs(&self, hashes: &[Hash], epoch: u64) -> Result<Vec<DeletedBlob>>;
+
+    /// Objects queued for deletion, oldest first.
+    async fn pending_deletes(&self, limit: u32) -> Result<Vec<String>>;
+
+    /// Forgets queued deletions once their objects are gone.
+    async fn clear_pending_deletes(&self, keys: &[String]) -> Result<()>;
+
+    /// Of `objects` (a blob's hash and an object key), the keys the catalog knows: a registry
+    /// row names the key, or its deletion is queued.
+    async fn known_objects(&self, objects: &[(Hash, String)]) -> Result<HashSet<String>>;
+
+    /// The database's clock: leases and ages are measured by it, never by a host's.
+    async fn now(&self) -> Result<DateTime<Utc>>;
+
+    /// Keeps a pass's report (JSON).
+    async fn record_collection(
+        &self,
+        started_at: DateTime<Utc>,
+        dry_run: bool,
+        report: &str,
+    ) -> Result<()>;
+
+    /// The session's retention overrides as (branch, policy text); branch `""` is the whole
+    /// session.
+    async fn retention_policies(&self, session: &str) -> Result<Vec<(String, String)>>;
+
+    /// Sets (or with `None` removes) a session's or branch's (`""` = session) override.
+    async fn set_retention_policy(
+        &self,
+        session: &str,
+        branch: &str,
+        policy: Option<&str>,
+    ) -> Result<()>;
 
     /// A ref's recorded moves with ids below `before`, newest first.
     async fn ref_log(

@@ -28,6 +28,15 @@ pub struct EngineConfig {
     pub io_concurrency: usize,
     /// Decoded manifest pages kept in memory (pages are immutable, so never stale).
     pub page_cache_entries: usize,
+    /// How long an uploaded object may wait for the commit that registers it before the
+    /// collector may reclaim it as abandoned. A write refuses to commit objects older than
+    /// half of this.
+    pub upload_lease: std::time::Duration,
+    /// How long a collector's lease lasts without renewal; a collector killed mid-pass is
+    /// replaced after this.
+    pub collector_lease: std::time::Duration,
+    /// The retention policy of sessions and branches without an override.
+    pub default_retention: super::retention::Policy,
 }
 
 impl Default for EngineConfig {
@@ -42,6 +51,13 @@ impl Default for EngineConfig {
             max_value_bytes: 1 << 30,
             io_concurrency: 8,
             page_cache_entries: 16 * 1024,
+            // A day, as lakeFS and Iceberg allow: writes never take this long, and a host
+            // clock would have to be off by half a day to matter.
+            upload_lease: std::time::Duration::from_secs(24 * 3600),
+            // Renewed at every batch, which takes milliseconds; a minute tolerates stalls.
+            collector_lease: std::time::Duration::from_secs(60),
+            // Keep everything until an operator chooses otherwise.
+            default_retention: super::retention::Policy::default(),
         }
     }
 }
@@ -62,6 +78,9 @@ pub enum EngineError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A concurrent operation got in the way; retrying the call will succeed.
+    #[error("{0}")]
+    Aborted(String),
     #[error("{0}")]
     ResourceExhausted(String),
     #[error("{0}")]
@@ -90,6 +109,7 @@ impl From<CatalogError> for EngineError {
             CatalogError::HeadMoved { branch, current } => Self::HeadMoved { branch, current },
             CatalogError::AlreadyExists(what) => Self::AlreadyExists(what),
             CatalogError::FailedPrecondition(why) => Self::FailedPrecondition(why),
+            CatalogError::Aborted(why) => Self::Aborted(why),
             CatalogError::Unavailable(why) => Self::Unavailable(why),
             CatalogError::Internal(why) => Self::Internal(why),
         }

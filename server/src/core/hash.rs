@@ -21,6 +21,12 @@ impl Hash {
         &self.0
     }
 
+    /// Parses 64 hex digits.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let bytes = ::hex::decode(hex).ok()?;
+        Self::from_slice(&bytes)
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }

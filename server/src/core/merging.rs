@@ -201,6 +201,7 @@ impl Engine {
         sink.flush().await?;
         let metadata = merge_metadata(&req, theirs_id, &bases, &combined.conflicts)?;
         let metadata_text = metadata.clone();
+        let sunk = sink.into_blobs()?;
         let checkpoint = catalog::NewCheckpoint {
             id: Uuid::now_v7(),
             session: req.session.clone(),
@@ -212,7 +213,9 @@ impl Engine {
             manifest_root: root.as_ref().map(|r| r.page),
             entry_count: root.as_ref().map_or(0, |r| r.entries),
             logical_bytes: root.as_ref().map_or(0, |r| r.bytes),
-            blobs: sink.into_blobs(),
+            blobs: sunk.stored,
+            reused: sunk.reused,
+            source: None,
             search_text: search::document(
                 &req.message,
                 &metadata_text,

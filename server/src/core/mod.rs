@@ -8,8 +8,10 @@ pub mod diff;
 pub mod hash;
 pub mod manifest;
 pub mod merge;
+pub mod retention;
 pub mod validate;
 
+mod collect;
 mod engine;
 mod history;
 mod merging;
@@ -18,11 +20,16 @@ mod refs;
 mod search;
 mod sink;
 mod transfer;
+mod verify;
 mod write;
 
+pub use self::collect::{
+    BATCH, CollectOptions, CollectReport, Collection, Explained, PolicySource,
+};
 pub use self::engine::{Engine, EngineConfig, EngineError};
 pub use self::merging::{
     Choice, KeyResolution, MergeOutcome, MergeReport, MergeRequest, MergeSource, Strategy,
 };
 pub use self::read::{ReadEvent, ReadFilter, ReadTarget};
+pub use self::verify::{Problem, ProblemKind, VerifyOptions, VerifyReport};
 pub use self::write::{CheckpointWriter, CreateHeader, Mode};

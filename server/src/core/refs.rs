@@ -111,6 +111,9 @@ impl Engine {
             entry_count: source.entry_count,
             logical_bytes: source.logical_bytes,
             blobs: Vec::new(),
+            reused: Vec::new(),
+            // The fork shares the source's manifest: the commit holds the source meanwhile.
+            source: Some(source.id),
             search_text: search::document(message, &metadata.to_string(), std::iter::empty()),
         };
         match self.catalog.commit(checkpoint).await {

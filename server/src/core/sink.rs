@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -41,9 +42,23 @@ pub(super) struct BlobSink {
     engine: Arc<Engine>,
     pending: Vec<(Hash, BlobKind, Pending)>,
     pending_bytes: usize,
+    /// Looked up and not registered: to be stored.
+    missing: Vec<(BlobKind, Hashed)>,
     /// Hashes already queued, stored by this sink, or known to be registered.
     seen: HashSet<Hash>,
     stored: Vec<NewBlob>,
+    /// Registered blobs this sink deduplicated against: the commit stamps and checks them.
+    reused: Vec<Hash>,
+    /// When this sink first put an object: its objects have no registry row until the commit,
+    /// and the collector reclaims such objects once they are older than the upload lease.
+    first_upload: Option<Instant>,
+}
+
+/// What a sink hands its commit.
+#[derive(Debug)]
+pub(super) struct SunkBlobs {
+    pub(super) stored: Vec<NewBlob>,
+    pub(super) reused: Vec<Hash>,
 }
 
 impl BlobSink {
@@ -52,8 +67,11 @@ impl BlobSink {
             engine,
             pending: Vec::new(),
             pending_bytes: 0,
+            missing: Vec::new(),
             seen: HashSet::new(),
             stored: Vec::new(),
+            reused: Vec::new(),
+            first_upload: None,
         }
     }
 
@@ -81,6 +99,13 @@ impl BlobSink {
 
     /// Deduplicates the queued blobs against the registry and stores the new ones.
     pub(super) async fn flush(&mut self) -> Result<(), EngineError> {
+        self.lookup().await?;
+        self.store().await
+    }
+
+    /// The first half of a flush: looks the queued blobs up in the registry, keeping those it
+    /// lacks for [`Self::store`] and remembering the others as reused.
+    pub(super) async fn lookup(&mut self) -> Result<(), EngineError> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -88,12 +113,23 @@ impl BlobSink {
         self.pending_bytes = 0;
         let hashes: Vec<Hash> = batch.iter().map(|(h, _, _)| *h).collect();
         let existing = self.engine.catalog.existing_blobs(&hashes).await?;
-        let missing: Vec<(BlobKind, Hashed)> = batch
-            .into_iter()
-            .filter(|(h, _, _)| !existing.contains(h))
-            .map(|(h, k, p)| (k, with_hash(h, p)))
-            .collect();
+        for (hash, kind, blob) in batch {
+            if existing.contains(&hash) {
+                self.reused.push(hash);
+            } else {
+                self.missing.push((kind, with_hash(hash, blob)));
+            }
+        }
+        Ok(())
+    }
 
+    /// The second half of a flush: compresses and stores what [`Self::lookup`] found missing.
+    pub(super) async fn store(&mut self) -> Result<(), EngineError> {
+        let missing = std::mem::take(&mut self.missing);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.first_upload.get_or_insert_with(Instant::now);
         let encoded = encode_all(&self.engine, missing).await?;
         let engine = &self.engine;
         let stored: Vec<NewBlob> = futures::stream::iter(encoded)
@@ -105,9 +141,23 @@ impl BlobSink {
         Ok(())
     }
 
-    /// The blobs stored so far; call after a final [`Self::flush`].
-    pub(super) fn into_blobs(self) -> Vec<NewBlob> {
-        self.stored
+    /// The blobs stored and reused so far; call after a final [`Self::flush`]. Fails when the
+    /// first upload is older than half the upload lease: the collector may reclaim its objects
+    /// before a commit could register them.
+    pub(super) fn into_blobs(self) -> Result<SunkBlobs, EngineError> {
+        let limit = self.engine.config.upload_lease / 2;
+        if let Some(first) = self.first_upload
+            && first.elapsed() > limit
+        {
+            return Err(EngineError::Aborted(format!(
+                "the upload took longer than {}, half the upload lease; retry it",
+                humantime::format_duration(limit)
+            )));
+        }
+        Ok(SunkBlobs {
+            stored: self.stored,
+            reused: self.reused,
+        })
     }
 }
 

@@ -200,8 +200,10 @@ impl Engine {
         let session = import.session.clone();
         let mut sink = sink;
         sink.flush().await?;
+        let sunk = sink.into_blobs()?;
         let import = SessionImport {
-            blobs: sink.into_blobs(),
+            blobs: sunk.stored,
+            reused: sunk.reused,
             ..import
         };
         let mut outcome = self.catalog.import(import).await?;
@@ -459,6 +461,7 @@ impl ImportState {
             branches,
             tags: self.tags,
             blobs: Vec::new(),
+            reused: Vec::new(),
         };
         Ok((import, self.sink))
     }

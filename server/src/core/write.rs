@@ -230,6 +230,19 @@ impl CheckpointWriter {
         Ok(())
     }
 
+    /// The first step of storing the values received so far: looks their chunks up in the
+    /// registry. [`Self::commit`] runs every step itself; tests run them one at a time to
+    /// interleave a write with a collection.
+    pub async fn find_existing(&mut self) -> Result<(), EngineError> {
+        self.sink.lookup().await
+    }
+
+    /// The second step: compresses and uploads the chunks [`Self::find_existing`] found
+    /// missing.
+    pub async fn upload(&mut self) -> Result<(), EngineError> {
+        self.sink.store().await
+    }
+
     /// Stores what is left, builds the manifest and commits. `declared_changes`, when given,
     /// must equal the number of puts and deletes received.
     pub async fn commit(
@@ -272,6 +285,7 @@ impl CheckpointWriter {
         }
         self.sink.flush().await?;
 
+        let sunk = self.sink.into_blobs()?;
         let checkpoint = catalog::NewCheckpoint {
             id: Uuid::now_v7(),
             session: self.header.session,
@@ -283,7 +297,9 @@ impl CheckpointWriter {
             manifest_root: root.as_ref().map(|r| r.page),
             entry_count: root.as_ref().map_or(0, |r| r.entries),
             logical_bytes: root.as_ref().map_or(0, |r| r.bytes),
-            blobs: self.sink.into_blobs(),
+            blobs: sunk.stored,
+            reused: sunk.reused,
+            source: None,
             search_text,
         };
         // Run the transaction on its own task: a client that goes away mid-commit must not

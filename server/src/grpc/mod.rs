@@ -2,6 +2,7 @@
 //! outcome to a response or a status.
 
 mod convert;
+mod gc;
 mod refs;
 mod status;
 
@@ -439,6 +440,46 @@ impl CheckpointService for CheckpointApi {
         request: Request<v1::MergeRequest>,
     ) -> Result<Response<v1::MergeResponse>, Status> {
         refs::merge(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[instrument(name = "retention.set", skip_all)]
+    async fn set_retention_policy(
+        &self,
+        request: Request<v1::SetRetentionPolicyRequest>,
+    ) -> Result<Response<v1::RetentionPolicy>, Status> {
+        gc::set_retention_policy(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[instrument(name = "retention.get", skip_all)]
+    async fn get_retention_policy(
+        &self,
+        request: Request<v1::GetRetentionPolicyRequest>,
+    ) -> Result<Response<v1::RetentionPolicy>, Status> {
+        gc::get_retention_policy(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[instrument(name = "store.collect", skip_all)]
+    async fn collect(
+        &self,
+        request: Request<v1::CollectRequest>,
+    ) -> Result<Response<v1::CollectResponse>, Status> {
+        gc::collect(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[instrument(name = "store.verify", skip_all)]
+    async fn verify(
+        &self,
+        request: Request<v1::VerifyRequest>,
+    ) -> Result<Response<v1::VerifyResponse>, Status> {
+        gc::verify(&self.engine, request.into_inner())
             .await
             .map(Response::new)
     }

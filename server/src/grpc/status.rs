@@ -31,6 +31,7 @@ impl From<EngineError> for Status {
             }
             EngineError::AlreadyExists(what) => Status::already_exists(what),
             EngineError::FailedPrecondition(why) => Status::failed_precondition(why),
+            EngineError::Aborted(why) => Status::aborted(why),
             EngineError::ResourceExhausted(why) => Status::resource_exhausted(why),
             EngineError::DataLoss(why) => {
                 error!(error = %why, "stored data is missing or damaged");

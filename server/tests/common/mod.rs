@@ -65,6 +65,35 @@ impl Db {
     }
 
     /// Overwrites every inline value chunk with `bytes`.
+    /// Back-dates a session's checkpoints: the newest to `days_ago` days before now, each
+    /// earlier one a further day back (by sequence).
+    pub async fn backdate(&self, session: &str, days_ago: i64) {
+        match self {
+            Db::Postgres(pool) => sqlx::query(
+                "UPDATE checkpoints c SET created_at = now() - make_interval(days => $2::int) \
+                   - (s.last_seq - c.seq) * interval '1 day' \
+                 FROM sessions s WHERE s.id = c.session_id AND s.name = $1",
+            )
+            .bind(session)
+            .bind(days_ago)
+            .execute(pool)
+            .await
+            .map(|_| ()),
+            Db::Sqlite(pool) => sqlx::query(
+                "UPDATE checkpoints SET created_at = ?2 - (?3 + \
+                   (SELECT last_seq FROM sessions WHERE name = ?1) - seq) * 86400000000 \
+                 WHERE session_id = (SELECT id FROM sessions WHERE name = ?1)",
+            )
+            .bind(session)
+            .bind(chrono::Utc::now().timestamp_micros())
+            .bind(days_ago)
+            .execute(pool)
+            .await
+            .map(|_| ()),
+        }
+        .expect("back-dating checkpoints")
+    }
+
     pub async fn damage_inline_chunks(&self, bytes: &[u8]) -> u64 {
         match self {
             Db::Postgres(pool) => {
@@ -261,6 +290,11 @@ impl Drop for Process {
 
 /// Starts the real binary on `port` and waits until it answers.
 pub async fn spawn_server(db_url: &str, store: &str, port: u16) -> Process {
+    spawn_server_with(db_url, store, port, &[]).await
+}
+
+/// Starts the real binary with extra flags.
+pub async fn spawn_server_with(db_url: &str, store: &str, port: u16, extra: &[&str]) -> Process {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_checkpointd"))
         .args([
             "--listen",
@@ -270,6 +304,7 @@ pub async fn spawn_server(db_url: &str, store: &str, port: u16) -> Process {
             "--store",
             store,
         ])
+        .args(extra)
         .env("CKPT_LOG", "warn")
         .spawn()
         .expect("checkpointd starts");

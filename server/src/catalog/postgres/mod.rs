@@ -4,6 +4,7 @@
 //! of one session are serialized by Postgres itself, across any number of server instances,
 //! while different sessions commit in parallel.
 
+mod gc;
 mod refs;
 mod rows;
 
@@ -18,9 +19,9 @@ use tracing::info;
 use uuid::Uuid;
 
 use crate::catalog::{
-    BlobRecord, BranchRecord, Catalog, CatalogError, CheckpointFilter, CheckpointRecord, Edge,
-    ImportOutcome, Location, NewBlob, NewCheckpoint, RefKind, RefLogRecord, Result, SessionImport,
-    SessionRecord, TagRecord,
+    BlobRecord, BlobStamp, BranchRecord, Catalog, CatalogError, CheckpointFilter, CheckpointRecord,
+    DeletedBlob, Edge, ImportOutcome, Location, NewBlob, NewCheckpoint, RefKind, RefLogRecord,
+    Result, RetentionCandidate, SessionImport, SessionRecord, TagRecord,
 };
 use crate::core::hash::Hash;
 
@@ -151,14 +152,41 @@ impl PostgresCatalog {
         Ok(generation)
     }
 
-    /// Registers new blobs and returns the stored bytes of those that were not there yet.
+    /// Joins the collection barrier and returns the epoch this transaction stamps blobs with.
+    ///
+    /// Every transaction that adds references to blobs holds the collection lock shared until
+    /// it ends; a pass raises the epoch holding it exclusively, so when the raise returns,
+    /// every commit that read the old epoch has finished and is visible to the pass's mark.
+    /// Taken before any row lock: a commit waiting for the barrier holds nothing another
+    /// commit needs.
+    ///
+    /// Two statements, not one: a statement reads the snapshot taken when it began, so an
+    /// epoch read by the statement that waited for the lock could predate the raise it waited
+    /// for (the regression test is the collection soak in tests/collection_faults.rs).
+    async fn join_epoch(tx: &mut Transaction<'static, Postgres>) -> Result<i64> {
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(COLLECTION_LOCK)
+            .execute(&mut **tx)
+            .await
+            .map_err(classify)?;
+        sqlx::query_scalar("SELECT epoch FROM gc_state WHERE id = 1")
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(classify)
+    }
+
+    /// Registers new blobs stamped with `epoch` (stamping those registered meanwhile by someone
+    /// else) and returns the stored bytes of those that were not there yet.
     async fn insert_blobs(
         tx: &mut Transaction<'static, Postgres>,
         blobs: &[NewBlob],
+        epoch: i64,
     ) -> Result<i64> {
         if blobs.is_empty() {
             return Ok(0);
         }
+        let mut seen = HashSet::with_capacity(blobs.len());
+        let blobs: Vec<&NewBlob> = blobs.iter().filter(|b| seen.insert(b.hash)).collect();
         let mut hashes = Vec::with_capacity(blobs.len());
         let mut kinds = Vec::with_capacity(blobs.len());
         let mut codecs = Vec::with_capacity(blobs.len());
@@ -183,15 +211,19 @@ impl PostgresCatalog {
                 }
             }
         }
-        // UNNEST binds one array per column: any number of blobs in seven parameters.
+        // UNNEST binds one array per column: any number of blobs in eight parameters. A row
+        // that is already there is stamped instead (its row lock orders this commit against a
+        // sweep deleting it); `xmax = 0` tells an inserted row from an updated one.
         sqlx::query_scalar(
-            "WITH inserted AS ( \
-                 INSERT INTO chunks (hash, kind, codec, raw_len, stored_len, data, object_key) \
-                 SELECT * FROM UNNEST($1::bytea[], $2::int2[], $3::int2[], $4::int8[], \
-                                      $5::int8[], $6::bytea[], $7::text[]) \
-                 ON CONFLICT (hash) DO NOTHING \
-                 RETURNING stored_len) \
-             SELECT COALESCE(SUM(stored_len), 0)::int8 FROM inserted",
+            "WITH written AS ( \
+                 INSERT INTO chunks (hash, kind, codec, raw_len, stored_len, data, object_key, \
+                                     touched_epoch) \
+                 SELECT h, k, c, r, s, d, o, $8 FROM UNNEST($1::bytea[], $2::int2[], $3::int2[], \
+                     $4::int8[], $5::int8[], $6::bytea[], $7::text[]) AS u(h, k, c, r, s, d, o) \
+                 ON CONFLICT (hash) DO UPDATE SET touched_epoch = EXCLUDED.touched_epoch \
+                     WHERE chunks.touched_epoch < EXCLUDED.touched_epoch \
+                 RETURNING stored_len, xmax = 0 AS inserted) \
+             SELECT COALESCE(SUM(stored_len) FILTER (WHERE inserted), 0)::int8 FROM written",
         )
         .bind(hashes)
         .bind(kinds)
@@ -200,11 +232,67 @@ impl PostgresCatalog {
         .bind(stored_lens)
         .bind(datas)
         .bind(keys)
+        .bind(epoch)
         .fetch_one(&mut **tx)
         .await
         .map_err(classify)
     }
+
+    /// Stamps blobs a commit reuses with `epoch`, failing when any is no longer registered.
+    ///
+    /// The stamp is a write, so a sweep deleting the same row either commits first (and the
+    /// count comes up short) or waits and then skips the freshly stamped row. Rows already
+    /// stamped with `epoch` are only counted: no pass that began before `epoch` deletes them.
+    async fn touch_reused(
+        tx: &mut Transaction<'static, Postgres>,
+        reused: &[Hash],
+        epoch: i64,
+    ) -> Result<()> {
+        if reused.is_empty() {
+            return Ok(());
+        }
+        let unique: HashSet<Hash> = reused.iter().copied().collect();
+        let keys: Vec<Vec<u8>> = unique.iter().map(|h| h.0.to_vec()).collect();
+        let present: i64 = sqlx::query_scalar(
+            "WITH stamped AS ( \
+                 UPDATE chunks SET touched_epoch = $2 \
+                 WHERE hash = ANY($1) AND touched_epoch < $2 RETURNING 1) \
+             SELECT (SELECT count(*) FROM stamped) \
+                  + (SELECT count(*) FROM chunks WHERE hash = ANY($1) AND touched_epoch >= $2)",
+        )
+        .bind(&keys)
+        .bind(epoch)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(classify)?;
+        if present as usize != unique.len() {
+            return Err(collected(unique.len() - present as usize));
+        }
+        Ok(())
+    }
+
+    /// Holds a fork's source checkpoint against deletion until the commit ends.
+    async fn hold_source(tx: &mut Transaction<'static, Postgres>, source: Uuid) -> Result<()> {
+        let held: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM checkpoints WHERE id = $1 FOR SHARE")
+                .bind(source)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(classify)?;
+        held.map(|_| ())
+            .ok_or_else(|| CatalogError::NotFound(format!("checkpoint {source}")))
+    }
 }
+
+/// The error for a commit whose reused blobs a collection deleted meanwhile.
+pub(crate) fn collected(missing: usize) -> CatalogError {
+    CatalogError::Aborted(format!(
+        "{missing} stored blob(s) this write reuses were collected while it ran; retry the write"
+    ))
+}
+
+/// The advisory lock key of the collection barrier (an arbitrary constant: "ckpt" in ASCII).
+const COLLECTION_LOCK: i64 = 0x636b_7074;
 
 #[async_trait]
 impl Catalog for PostgresCatalog {
@@ -239,6 +327,7 @@ impl Catalog for PostgresCatalog {
 
     async fn commit(&self, cp: NewCheckpoint) -> Result<CheckpointRecord> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
+        let epoch = Self::join_epoch(&mut tx).await?;
 
         // The session row lock orders this commit against every other write to the session.
         let session_id = match cp.parent {
@@ -261,7 +350,11 @@ impl Catalog for PostgresCatalog {
         .fetch_one(&mut *tx)
         .await
         .map_err(classify)?;
-        let stored_bytes = Self::insert_blobs(&mut tx, &cp.blobs).await?;
+        let stored_bytes = Self::insert_blobs(&mut tx, &cp.blobs, epoch).await?;
+        Self::touch_reused(&mut tx, &cp.reused, epoch).await?;
+        if let Some(source) = cp.source {
+            Self::hold_source(&mut tx, source).await?;
+        }
 
         let created_at: DateTime<Utc> = sqlx::query_scalar(
             "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, merge_parent_id, \
@@ -561,6 +654,93 @@ impl Catalog for PostgresCatalog {
         limit: u32,
     ) -> Result<Vec<CheckpointRecord>> {
         self.search_impl(session, words, tag, offset, limit).await
+    }
+
+    async fn acquire_collector(&self, holder: &str, ttl: Duration) -> Result<bool> {
+        self.acquire_collector_impl(holder, ttl).await
+    }
+
+    async fn release_collector(&self, holder: &str) -> Result<()> {
+        self.release_collector_impl(holder).await
+    }
+
+    async fn advance_epoch(&self) -> Result<u64> {
+        self.advance_epoch_impl().await
+    }
+
+    async fn retention_candidates(
+        &self,
+        session: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<RetentionCandidate>> {
+        self.retention_candidates_impl(session, after_seq, limit)
+            .await
+    }
+
+    async fn delete_unpinned(&self, session: &str, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        self.delete_unpinned_impl(session, ids).await
+    }
+
+    async fn checkpoint_roots(
+        &self,
+        session: Option<&str>,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, Option<Hash>)>> {
+        self.checkpoint_roots_impl(session, after, limit).await
+    }
+
+    async fn manifest_roots(&self) -> Result<Vec<(Uuid, Option<Hash>)>> {
+        self.manifest_roots_impl().await
+    }
+
+    async fn scan_blobs(&self, after: Option<Hash>, limit: u32) -> Result<Vec<BlobStamp>> {
+        self.scan_blobs_impl(after, limit).await
+    }
+
+    async fn delete_blobs(&self, hashes: &[Hash], epoch: u64) -> Result<Vec<DeletedBlob>> {
+        self.delete_blobs_impl(hashes, epoch).await
+    }
+
+    async fn pending_deletes(&self, limit: u32) -> Result<Vec<String>> {
+        self.pending_deletes_impl(limit).await
+    }
+
+    async fn clear_pending_deletes(&self, keys: &[String]) -> Result<()> {
+        self.clear_pending_deletes_impl(keys).await
+    }
+
+    async fn known_objects(&self, objects: &[(Hash, String)]) -> Result<HashSet<String>> {
+        self.known_objects_impl(objects).await
+    }
+
+    async fn now(&self) -> Result<DateTime<Utc>> {
+        self.now_impl().await
+    }
+
+    async fn record_collection(
+        &self,
+        started_at: DateTime<Utc>,
+        dry_run: bool,
+        report: &str,
+    ) -> Result<()> {
+        self.record_collection_impl(started_at, dry_run, report)
+            .await
+    }
+
+    async fn retention_policies(&self, session: &str) -> Result<Vec<(String, String)>> {
+        self.retention_policies_impl(session).await
+    }
+
+    async fn set_retention_policy(
+        &self,
+        session: &str,
+        branch: &str,
+        policy: Option<&str>,
+    ) -> Result<()> {
+        self.set_retention_policy_impl(session, branch, policy)
+            .await
     }
 
     async fn delete_session(&self, name: &str) -> Result<u64> {

@@ -235,11 +235,13 @@ impl PostgresCatalog {
 
     pub(super) async fn import_impl(&self, import: SessionImport) -> Result<ImportOutcome> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
+        let epoch = Self::join_epoch(&mut tx).await?;
         let session_id = Self::lock_or_create_session(&mut tx, &import.session).await?;
         let mut outcome = ImportOutcome {
-            stored_bytes: Self::insert_blobs(&mut tx, &import.blobs).await? as u64,
+            stored_bytes: Self::insert_blobs(&mut tx, &import.blobs, epoch).await? as u64,
             ..ImportOutcome::default()
         };
+        Self::touch_reused(&mut tx, &import.reused, epoch).await?;
         // TODO: one statement per checkpoint; a bundle of 100,000 checkpoints would want
         // UNNEST batches like insert_blobs.
         for cp in &import.checkpoints {

@@ -165,6 +165,7 @@ pub(super) fn classify(err: sqlx::Error) -> CatalogError {
         "53300", // too_many_connections
         "57P01", // admin_shutdown
         "57P03", // cannot_connect_now
+        "55P03", // lock_not_available (a lock_timeout ran out)
     ];
     match &err {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {

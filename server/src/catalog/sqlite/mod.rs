@@ -4,6 +4,7 @@
 //! so they queue inside the server instead of failing with "database is locked"; the busy
 //! timeout covers a second process opening the same file.
 
+mod gc;
 mod refs;
 mod rows;
 
@@ -12,15 +13,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use tracing::info;
 use uuid::Uuid;
 
 use crate::catalog::{
-    BlobRecord, BranchRecord, Catalog, CatalogError, CheckpointFilter, CheckpointRecord, Edge,
-    ImportOutcome, Location, NewBlob, NewCheckpoint, RefKind, RefLogRecord, Result, SessionImport,
-    SessionRecord, TagRecord, json_contains,
+    BlobRecord, BlobStamp, BranchRecord, Catalog, CatalogError, CheckpointFilter, CheckpointRecord,
+    DeletedBlob, Edge, ImportOutcome, Location, NewBlob, NewCheckpoint, RefKind, RefLogRecord,
+    Result, RetentionCandidate, SessionImport, SessionRecord, TagRecord, json_contains,
 };
 use crate::core::hash::Hash;
 
@@ -146,20 +148,34 @@ impl SqliteCatalog {
         Ok(generation)
     }
 
+    /// The collection epoch this write stamps blobs with. SQLite runs one write transaction at
+    /// a time, so the epoch cannot change under it: the barrier Postgres needs is free here.
+    async fn current_epoch(tx: &mut Transaction<'static, Sqlite>) -> Result<i64> {
+        sqlx::query_scalar("SELECT epoch FROM gc_state WHERE id = 1")
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(classify)
+    }
+
+    /// Registers new blobs stamped with `epoch`, stamps those registered meanwhile by another
+    /// writer, and returns the stored bytes of those that were not there yet.
     async fn insert_blobs(
         tx: &mut Transaction<'static, Sqlite>,
         blobs: &[NewBlob],
         now: i64,
+        epoch: i64,
     ) -> Result<i64> {
         let mut stored = 0;
+        let mut present = Vec::new();
         for blob in blobs {
             let (data, key) = match &blob.location {
                 Location::Inline(data) => (Some(data.to_vec()), None),
                 Location::Object(key) => (None, Some(key.as_str())),
             };
             let inserted = sqlx::query(
-                "INSERT INTO chunks (hash, kind, codec, raw_len, stored_len, data, object_key, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (hash) DO NOTHING",
+                "INSERT INTO chunks (hash, kind, codec, raw_len, stored_len, data, object_key, \
+                 created_at, touched_epoch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (hash) DO NOTHING",
             )
             .bind(blob.hash.0.to_vec())
             .bind(blob.kind as i64)
@@ -169,14 +185,65 @@ impl SqliteCatalog {
             .bind(data)
             .bind(key)
             .bind(now)
+            .bind(epoch)
             .execute(&mut **tx)
             .await
             .map_err(classify)?;
             if inserted.rows_affected() == 1 {
                 stored += blob.stored_len as i64;
+            } else {
+                present.push(blob.hash);
             }
         }
+        Self::touch_reused(tx, &present, epoch).await?;
         Ok(stored)
+    }
+
+    /// Stamps blobs a write reuses with `epoch`, failing when any is no longer registered.
+    async fn touch_reused(
+        tx: &mut Transaction<'static, Sqlite>,
+        reused: &[Hash],
+        epoch: i64,
+    ) -> Result<()> {
+        if reused.is_empty() {
+            return Ok(());
+        }
+        let unique: HashSet<Hash> = reused.iter().copied().collect();
+        let unique: Vec<Hash> = unique.into_iter().collect();
+        let list = hex_array(&unique);
+        sqlx::query(
+            "UPDATE chunks SET touched_epoch = ?2 \
+             WHERE hash IN (SELECT unhex(value) FROM json_each(?1)) AND touched_epoch < ?2",
+        )
+        .bind(&list)
+        .bind(epoch)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+        let present: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM chunks WHERE hash IN (SELECT unhex(value) FROM json_each(?1))",
+        )
+        .bind(&list)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(classify)?;
+        if present as usize != unique.len() {
+            return Err(crate::catalog::postgres::collected(
+                unique.len() - present as usize,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that a fork's source still exists (no other write can delete it meanwhile).
+    async fn hold_source(tx: &mut Transaction<'static, Sqlite>, source: Uuid) -> Result<()> {
+        let held: Option<i64> = sqlx::query_scalar("SELECT 1 FROM checkpoints WHERE id = ?1")
+            .bind(source)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(classify)?;
+        held.map(|_| ())
+            .ok_or_else(|| CatalogError::NotFound(format!("checkpoint {source}")))
     }
 }
 
@@ -214,6 +281,7 @@ impl Catalog for SqliteCatalog {
     async fn commit(&self, cp: NewCheckpoint) -> Result<CheckpointRecord> {
         let mut tx = self.begin_write().await?;
         let now = now_micros();
+        let epoch = Self::current_epoch(&mut tx).await?;
 
         let session_id = match (Self::session_id(&mut tx, &cp.session).await?, cp.parent) {
             (Some(id), _) => id,
@@ -239,7 +307,11 @@ impl Catalog for SqliteCatalog {
         .fetch_one(&mut *tx)
         .await
         .map_err(classify)?;
-        let stored_bytes = Self::insert_blobs(&mut tx, &cp.blobs, now).await?;
+        let stored_bytes = Self::insert_blobs(&mut tx, &cp.blobs, now, epoch).await?;
+        Self::touch_reused(&mut tx, &cp.reused, epoch).await?;
+        if let Some(source) = cp.source {
+            Self::hold_source(&mut tx, source).await?;
+        }
 
         sqlx::query(
             "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, merge_parent_id, \
@@ -533,6 +605,94 @@ impl Catalog for SqliteCatalog {
         limit: u32,
     ) -> Result<Vec<CheckpointRecord>> {
         self.search_impl(session, words, tag, offset, limit).await
+    }
+
+    async fn acquire_collector(&self, holder: &str, ttl: Duration) -> Result<bool> {
+        self.acquire_collector_impl(holder, ttl).await
+    }
+
+    async fn release_collector(&self, holder: &str) -> Result<()> {
+        self.release_collector_impl(holder).await
+    }
+
+    async fn advance_epoch(&self) -> Result<u64> {
+        self.advance_epoch_impl().await
+    }
+
+    async fn retention_candidates(
+        &self,
+        session: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<RetentionCandidate>> {
+        self.retention_candidates_impl(session, after_seq, limit)
+            .await
+    }
+
+    async fn delete_unpinned(&self, session: &str, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        self.delete_unpinned_impl(session, ids).await
+    }
+
+    async fn checkpoint_roots(
+        &self,
+        session: Option<&str>,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, Option<Hash>)>> {
+        self.checkpoint_roots_impl(session, after, limit).await
+    }
+
+    async fn manifest_roots(&self) -> Result<Vec<(Uuid, Option<Hash>)>> {
+        self.manifest_roots_impl().await
+    }
+
+    async fn scan_blobs(&self, after: Option<Hash>, limit: u32) -> Result<Vec<BlobStamp>> {
+        self.scan_blobs_impl(after, limit).await
+    }
+
+    async fn delete_blobs(&self, hashes: &[Hash], epoch: u64) -> Result<Vec<DeletedBlob>> {
+        self.delete_blobs_impl(hashes, epoch).await
+    }
+
+    async fn pending_deletes(&self, limit: u32) -> Result<Vec<String>> {
+        self.pending_deletes_impl(limit).await
+    }
+
+    async fn clear_pending_deletes(&self, keys: &[String]) -> Result<()> {
+        self.clear_pending_deletes_impl(keys).await
+    }
+
+    async fn known_objects(&self, objects: &[(Hash, String)]) -> Result<HashSet<String>> {
+        self.known_objects_impl(objects).await
+    }
+
+    async fn now(&self) -> Result<DateTime<Utc>> {
+        // Embedded: the database's clock is this host's.
+        Ok(chrono::Utc::now())
+    }
+
+    async fn record_collection(
+        &self,
+        started_at: DateTime<Utc>,
+        dry_run: bool,
+        report: &str,
+    ) -> Result<()> {
+        self.record_collection_impl(started_at, dry_run, report)
+            .await
+    }
+
+    async fn retention_policies(&self, session: &str) -> Result<Vec<(String, String)>> {
+        self.retention_policies_impl(session).await
+    }
+
+    async fn set_retention_policy(
+        &self,
+        session: &str,
+        branch: &str,
+        policy: Option<&str>,
+    ) -> Result<()> {
+        self.set_retention_policy_impl(session, branch, policy)
+            .await
     }
 
     async fn delete_session(&self, name: &str) -> Result<u64> {

@@ -298,10 +298,12 @@ impl SqliteCatalog {
             .await
             .map_err(classify)?,
         };
+        let epoch = Self::current_epoch(&mut tx).await?;
         let mut outcome = ImportOutcome {
-            stored_bytes: Self::insert_blobs(&mut tx, &import.blobs, now).await? as u64,
+            stored_bytes: Self::insert_blobs(&mut tx, &import.blobs, now, epoch).await? as u64,
             ..ImportOutcome::default()
         };
+        Self::touch_reused(&mut tx, &import.reused, epoch).await?;
         for cp in &import.checkpoints {
             if Self::import_checkpoint(&mut tx, session_id, cp, now).await? {
                 outcome.imported += 1;
