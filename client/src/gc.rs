@@ -137,6 +137,8 @@ pub struct VerifyReport {
     pub orphans: Vec<String>,
     /// How many of the orphans were removed.
     pub orphans_removed: u64,
+    /// Objects in the blob area whose keys checkpointd did not make (never deleted).
+    pub foreign_objects: u64,
     /// Where to continue with [`Client::verify`]; `None` when everything has been checked.
     pub next_cursor: Option<String>,
 }
@@ -223,6 +225,7 @@ impl From<pb::VerifyResponse> for VerifyReport {
             problems: r.problems.into_iter().map(VerifyProblem::from).collect(),
             orphans: r.orphans,
             orphans_removed: r.orphans_removed,
+            foreign_objects: r.foreign_objects,
             next_cursor: non_empty(r.next_cursor),
         }
     }
@@ -238,6 +241,7 @@ impl VerifyReport {
         self.problems.extend(slice.problems);
         self.orphans.extend(slice.orphans);
         self.orphans_removed += slice.orphans_removed;
+        self.foreign_objects += slice.foreign_objects;
         self.next_cursor = slice.next_cursor;
     }
 }
@@ -495,10 +499,12 @@ mod tests {
             }],
             orphans: vec![],
             orphans_removed: 0,
+            foreign_objects: 2,
             next_cursor: String::new(),
         };
         let report = VerifyReport::from(wire.clone());
         assert_eq!(report.next_cursor, None);
+        assert_eq!(report.foreign_objects, 2);
         assert_eq!(report.problems[0].kind, "missing");
 
         let sliced = VerifyReport::from(pb::VerifyResponse {

@@ -95,7 +95,26 @@ async fn collection_frees_what_only_deleted_checkpoints_used(setup: Setup) {
     assert_eq!((idle.chunks_deleted, idle.bytes_freed), (0, 0));
 
     client.delete_checkpoint(&first.id).await.unwrap();
+    let dry = client
+        .collect(&CollectOptions {
+            dry_run: true,
+            ..CollectOptions::default()
+        })
+        .await
+        .unwrap()
+        .report;
     let report = collect(client).await;
+    // The dry run predicted exactly what the pass then did.
+    let counts = |r: &ckpt_client::CollectReport| {
+        (
+            r.checkpoints_examined,
+            r.chunks_deleted,
+            r.pages_deleted,
+            r.objects_deleted,
+            r.bytes_freed,
+        )
+    };
+    assert_eq!(counts(&dry), counts(&report));
     assert!(report.chunks_deleted >= 1, "{report:?}");
     assert!(report.pages_deleted >= 1, "{report:?}");
     assert!(report.bytes_freed >= 60_000, "{report:?}");
@@ -190,6 +209,28 @@ async fn retention_keeps_heads_tags_and_matches_and_explains_every_decision(setu
     );
     let err = client
         .set_retention_policy("no-such-session", None, "last=2")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err}");
+
+    let err = client
+        .set_retention_policy("r", None, "")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("empty")),
+        "{err}"
+    );
+    let err = client
+        .set_retention_policy("r", Some("no-such-branch"), "last=2")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound(m) if m.contains("no-such-branch")),
+        "{err}"
+    );
+    let err = client
+        .clear_retention_policy("r", Some("no-such-branch"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound(_)), "{err}");
@@ -382,20 +423,40 @@ async fn verify_reports_missing_and_damaged_blobs_and_old_orphans(setup: Setup) 
         .put(&young, Bytes::from_static(b"x"))
         .await
         .unwrap();
+    // Something else's file in the blob area is counted, never deleted.
+    env.blobs
+        .put("chunks/ab/notes.txt", Bytes::from_static(b"mine"))
+        .await
+        .unwrap();
     let found = client.verify_all(None, 10, false).await.unwrap();
     assert_eq!(found.orphans, vec![old.clone()]);
+    assert_eq!(found.foreign_objects, 1);
     assert_eq!(found.orphans_removed, 0);
     assert!(list_objects(&env.blobs).await.contains(&old));
     let removed = client.verify_all(None, 10, true).await.unwrap();
     assert_eq!(removed.orphans_removed, 1);
     assert!(!list_objects(&env.blobs).await.contains(&old));
     assert!(list_objects(&env.blobs).await.contains(&young));
+    assert!(
+        list_objects(&env.blobs)
+            .await
+            .contains(&"chunks/ab/notes.txt".to_owned())
+    );
 
     // Damage behind the server's back: a missing object and a corrupted inline chunk.
     let damaged = client
         .create(NewCheckpoint::full(
             "x",
             state(&[("small", transcript(3_000, 10))]),
+        ))
+        .await
+        .unwrap();
+    // A second checkpoint sharing the same chunk: verify must name both.
+    let sharing = client
+        .create(NewCheckpoint::incremental(
+            "x",
+            &damaged.id,
+            vec![Op::Put("more".into(), noise(20_000, 12).into())],
         ))
         .await
         .unwrap();
@@ -417,10 +478,24 @@ async fn verify_reports_missing_and_damaged_blobs_and_old_orphans(setup: Setup) 
         "{:?}",
         broken.problems
     );
+    for id in [&damaged.id, &sharing.id] {
+        assert!(
+            broken
+                .problems
+                .iter()
+                .any(|p| p.kind == "damaged" && &p.checkpoint_id == id),
+            "{id} not named: {:?}",
+            broken.problems
+        );
+    }
     // One session's verify looks at that session only.
     let mine = client.verify_all(Some("x"), 10, false).await.unwrap();
     assert!(!mine.problems.is_empty());
-    assert!(mine.problems.iter().all(|p| p.checkpoint_id == damaged.id));
+    assert!(
+        mine.problems
+            .iter()
+            .all(|p| p.checkpoint_id == damaged.id || p.checkpoint_id == sharing.id)
+    );
     // A bad cursor names the field.
     let err = client
         .verify(None, Some("nonsense"), 10, false)
@@ -655,7 +730,53 @@ async fn every_interleaving_of_a_write_and_a_collection_keeps_every_checkpoint_w
     assert_store_intact(client).await;
 }
 
+async fn a_read_of_a_checkpoint_collected_under_it_ends_in_not_found(setup: Setup) {
+    let env = TestEnv::start(setup).await;
+    let client = &env.client;
+    let big: State = (0..40u64)
+        .map(|i| (format!("k{i:02}"), Bytes::from(noise(100_000, 500 + i))))
+        .collect();
+    let doomed = client
+        .create(NewCheckpoint::full("read", big))
+        .await
+        .unwrap();
+    client
+        .create(NewCheckpoint::incremental(
+            "read",
+            &doomed.id,
+            vec![Op::Put("other".into(), transcript(1_000, 1).into())]
+                .into_iter()
+                .chain((0..40u64).map(|i| Op::Delete(format!("k{i:02}"))))
+                .collect(),
+        ))
+        .await
+        .unwrap();
+    let mut reader = client
+        .read_state_stream(Target::checkpoint(&doomed.id), ReadFilter::default())
+        .await
+        .unwrap();
+    reader.next_entry().await.unwrap().expect("a first entry");
+    reader.read_value().await.unwrap();
+
+    // Deleted and collected while the read is under way: the reader hears NOT_FOUND, which is
+    // what happened, rather than DATA_LOSS, which did not.
+    client.delete_checkpoint(&doomed.id).await.unwrap();
+    assert!(collect(client).await.objects_deleted >= 40);
+    let outcome = async {
+        while reader.next_entry().await?.is_some() {
+            reader.read_value().await?;
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    assert!(
+        matches!(&outcome, Err(Error::NotFound(m)) if m.contains("deleted while it was being read")),
+        "{outcome:?}"
+    );
+}
+
 on_every_setup!(
+    a_read_of_a_checkpoint_collected_under_it_ends_in_not_found,
     collection_frees_what_only_deleted_checkpoints_used,
     deleting_a_session_frees_its_chunks_and_keeps_shared_ones,
     retention_keeps_heads_tags_and_matches_and_explains_every_decision,

@@ -181,11 +181,8 @@ pub(crate) async fn gc(client: &Client, args: GcArgs, format: OutputFormat) -> a
 /// Explains a failed collection; another pass running is the one a user can act on.
 fn collect_failure(err: ckpt_client::Error) -> anyhow::Error {
     match err {
-        ckpt_client::Error::Aborted { .. } => Failure::new(
-            exit::CONFLICT,
-            format!("{err}: another collection pass is running; try again when it has finished"),
-        )
-        .into(),
+        // The server's message says why (another pass is running) and what to do.
+        ckpt_client::Error::Aborted { .. } => Failure::new(exit::CONFLICT, err.to_string()).into(),
         other => server_not_found(other, "").context("cannot collect"),
     }
 }
@@ -282,14 +279,14 @@ fn report_text(report: &CollectReport) -> String {
     } else {
         ("deleted", "freed")
     };
-    let mut text = format!("collection pass {}", report.epoch);
-    if report.dry_run {
-        text.push_str(" (dry run: nothing was deleted)");
-    }
-    text.push('\n');
+    let mut text = if report.dry_run {
+        "collection dry run: nothing was deleted\n".to_owned()
+    } else {
+        format!("collection pass done (epoch {})\n", report.epoch)
+    };
 
     text.push_str(&format!(
-        "checkpoints: {} of {} {deleted}, in {}\n",
+        "checkpoints: {} {deleted} (of {} examined in {})\n",
         report.checkpoints_deleted,
         report.checkpoints_examined,
         plural(report.sessions_examined, "session"),
@@ -357,6 +354,12 @@ fn verify_text(report: &VerifyReport, one_slice: bool) -> String {
     }
     for orphan in &report.orphans {
         text.push_str(&format!("orphan {orphan}\n"));
+    }
+    if report.foreign_objects > 0 {
+        text.push_str(&format!(
+            "{} in the blob area not made by checkpointd (left alone)\n",
+            plural(report.foreign_objects, "object")
+        ));
     }
     if one_slice {
         match &report.next_cursor {
@@ -434,6 +437,7 @@ fn verify_json(report: &VerifyReport) -> Value {
         "problems": problems,
         "orphans": report.orphans,
         "orphans_removed": report.orphans_removed,
+        "foreign_objects": report.foreign_objects,
         "next_cursor": report.next_cursor,
     })
 }
@@ -515,8 +519,8 @@ mod tests {
     fn report_text_states_what_was_deleted_and_freed() {
         assert_eq!(
             report_text(&report()),
-            "collection pass 9\n\
-             checkpoints: 12 of 30 deleted, in 2 sessions\n\
+            "collection pass done (epoch 9)\n\
+             checkpoints: 12 deleted (of 30 examined in 2 sessions)\n\
              blobs:       50 chunks, 1 page, 51 objects deleted; 1.00 MiB freed; 400 still live\n\
              orphans:     1 deleted; 10 B freed\n\
              took:        retain 3ms, mark 1.5s, sweep 0ms, reclaim 42ms\n"
@@ -532,8 +536,8 @@ mod tests {
         };
         assert_eq!(
             report_text(&report),
-            "collection pass 9 (dry run: nothing was deleted)\n\
-             checkpoints: 12 of 30 would be deleted, in 2 sessions\n\
+            "collection dry run: nothing was deleted\n\
+             checkpoints: 12 would be deleted (of 30 examined in 2 sessions)\n\
              refused:     s2/main, s3/x (the policy would drop every checkpoint; all kept)\n\
              blobs:       50 chunks, 1 page, 51 objects would be deleted; 1.00 MiB would be \
              freed; 400 still live\n\
@@ -568,6 +572,7 @@ mod tests {
             }],
             orphans: vec!["chunks/zz".into()],
             orphans_removed: 0,
+            foreign_objects: 1,
             next_cursor: Some("k:42".into()),
         }
     }
@@ -579,15 +584,14 @@ mod tests {
             "checked 3 checkpoints: 1 blob (2.00 KiB); listed 0 objects\n\
              found 1 problem, 1 orphan (0 removed)\n\
              missing c1 b1 no object at chunks/b1\n\
-             orphan chunks/zz\n"
+             orphan chunks/zz\n\
+             1 object in the blob area not made by checkpointd (left alone)\n"
         );
     }
 
     #[test]
     fn verify_text_of_one_slice_says_where_to_resume() {
-        assert!(
-            verify_text(&verify_report(), true).ends_with("orphan chunks/zz\nnext cursor: k:42\n")
-        );
+        assert!(verify_text(&verify_report(), true).ends_with("(left alone)\nnext cursor: k:42\n"));
         let last = VerifyReport {
             next_cursor: None,
             ..VerifyReport::default()

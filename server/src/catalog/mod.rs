@@ -143,6 +143,12 @@ pub(crate) fn manifest_root(checkpoint: Uuid, bytes: Option<Vec<u8>>) -> Result<
         .transpose()
 }
 
+/// A registry row's hash, checked to be one.
+pub(crate) fn parse_hash(bytes: &[u8]) -> Result<Hash> {
+    Hash::from_slice(bytes)
+        .ok_or_else(|| CatalogError::Internal("a registry row has a malformed hash".into()))
+}
+
 /// Which checkpoints a listing returns; every set field must hold.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CheckpointFilter {
@@ -304,6 +310,20 @@ pub struct BlobStamp {
     /// The collection epoch in which a commit last registered or reused it.
     pub touched_epoch: u64,
     pub stored_len: u64,
+    pub kind: BlobKind,
+    /// Whether its bytes are in the object store (rather than inline).
+    pub in_object: bool,
+}
+
+impl BlobKind {
+    /// The kind a registry row's code names; unknown codes read as chunks.
+    pub fn from_code(code: i64) -> Self {
+        if code == Self::Page as i64 {
+            Self::Page
+        } else {
+            Self::Chunk
+        }
+    }
 }
 
 /// A registry row the sweep deleted.

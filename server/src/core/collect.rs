@@ -209,8 +209,9 @@ impl Collection {
         let started = Instant::now();
         match self.options.session.clone() {
             Some(session) => {
-                self.engine.session(&session).await?;
-                self.retain_session(&session).await?;
+                let record = self.engine.session(&session).await?;
+                self.retain_session(&session, record.checkpoint_count)
+                    .await?;
             }
             None => {
                 let mut after: Option<String> = None;
@@ -221,7 +222,8 @@ impl Collection {
                         .list_sessions(after.as_deref(), BATCH)
                         .await?;
                     for session in &page {
-                        self.retain_session(&session.name).await?;
+                        self.retain_session(&session.name, session.checkpoint_count)
+                            .await?;
                     }
                     match page.last() {
                         Some(last) if page.len() == BATCH as usize => {
@@ -236,12 +238,15 @@ impl Collection {
         Ok(())
     }
 
-    async fn retain_session(&mut self, session: &str) -> Result<(), EngineError> {
+    /// Applies retention to one session of `checkpoints` checkpoints.
+    async fn retain_session(&mut self, session: &str, checkpoints: u64) -> Result<(), EngineError> {
         self.renew().await?;
         self.report.sessions_examined += 1;
         let (whole, overrides) = self.engine.retention_overrides(session).await?;
         let default = whole.unwrap_or_else(|| self.engine.config.default_retention.clone());
         if overrides.is_empty() && default.is_empty() && !self.options.explain {
+            // Nothing to drop: counted, not loaded.
+            self.report.checkpoints_examined += checkpoints;
             return Ok(());
         }
 
@@ -429,8 +434,14 @@ impl Collection {
                 .filter(|b| self.options.dry_run || b.touched_epoch < self.epoch)
                 .collect();
             if self.options.dry_run {
-                self.report.chunks_deleted += doomed.len() as u64;
-                self.report.bytes_freed += doomed.iter().map(|b| b.stored_len).sum::<u64>();
+                for blob in &doomed {
+                    match blob.kind {
+                        BlobKind::Chunk => self.report.chunks_deleted += 1,
+                        BlobKind::Page => self.report.pages_deleted += 1,
+                    }
+                    self.report.objects_deleted += u64::from(blob.in_object);
+                    self.report.bytes_freed += blob.stored_len;
+                }
             } else {
                 let hashes: Vec<Hash> = doomed.iter().map(|b| b.hash).collect();
                 self.delete_blobs(&hashes).await?;
@@ -628,6 +639,18 @@ pub(super) fn upload_time(upload: Uuid) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(secs as i64, nanos)
 }
 
+impl Engine {
+    async fn ensure_branch(&self, session: &str, branch: &str) -> Result<(), EngineError> {
+        let branch = validate::branch("branch", branch)?;
+        match self.catalog.branch(session, &branch).await? {
+            Some(_) => Ok(()),
+            None => Err(EngineError::NotFound(format!(
+                "branch {branch} of session {session}"
+            ))),
+        }
+    }
+}
+
 /// Where a policy comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PolicySource {
@@ -654,12 +677,13 @@ impl Engine {
         branch: &str,
     ) -> Result<(Policy, PolicySource), EngineError> {
         validate::name("session_id", session)?;
-        if !branch.is_empty() {
-            validate::branch("branch", branch)?;
-        }
         self.session(session).await?;
         let (whole, branches) = self.retention_overrides(session).await?;
-        if let Some((_, policy)) = branches.into_iter().find(|(b, _)| b == branch) {
+        let overridden = branches.into_iter().find(|(b, _)| b == branch);
+        if !branch.is_empty() && overridden.is_none() {
+            self.ensure_branch(session, branch).await?;
+        }
+        if let Some((_, policy)) = overridden {
             return Ok((policy, PolicySource::Branch));
         }
         Ok(match whole {
@@ -677,8 +701,17 @@ impl Engine {
         clear: bool,
     ) -> Result<(Policy, PolicySource), EngineError> {
         validate::name("session_id", session)?;
-        if !branch.is_empty() {
-            validate::branch("branch", branch)?;
+        self.session(session).await?;
+        // A typo in a branch name must not store a policy nothing will ever use. Clearing is
+        // allowed for a branch deleted since its override was set.
+        let has_override = self
+            .catalog
+            .retention_policies(session)
+            .await?
+            .iter()
+            .any(|(b, _)| b == branch);
+        if !branch.is_empty() && !(clear && has_override) {
+            self.ensure_branch(session, branch).await?;
         }
         let text = if clear {
             None

@@ -76,6 +76,7 @@ impl Engine {
         let engine = Arc::clone(self);
         tokio::spawn(async move {
             if let Err(err) = engine.stream_state(&checkpoint, filter, &tx).await {
+                let err = engine.explain_loss(checkpoint.id, err).await;
                 let _ = tx.send(Err(err)).await;
             }
         });
@@ -130,6 +131,20 @@ impl Engine {
             page = cursor.next_page().await.map_err(lost)?;
         }
         Ok(())
+    }
+
+    /// A blob that vanished under a read of a checkpoint deleted meanwhile (and collected) is
+    /// not data loss: the checkpoint is gone, and the reader is told so.
+    async fn explain_loss(&self, checkpoint: Uuid, err: EngineError) -> EngineError {
+        if !matches!(err, EngineError::DataLoss(_)) {
+            return err;
+        }
+        match self.catalog.checkpoint(checkpoint).await {
+            Ok(None) => EngineError::NotFound(format!(
+                "checkpoint {checkpoint} (deleted while it was being read)"
+            )),
+            _ => err,
+        }
     }
 
     /// Sends entries and their verified bytes; returns false when the receiver has gone.

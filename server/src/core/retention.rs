@@ -98,7 +98,8 @@ impl Policy {
 
 /// Parses the compact form `last=10,within=7d,hourly=24,daily=7,weekly=4,monthly=12,yearly=3`.
 ///
-/// Any subset in any order; `""` and `"none"` are the empty policy. Each rule may appear once
+/// Any subset in any order; `"none"` is the empty policy (blank text is refused, so a lost
+/// argument never silently keeps everything). Each rule may appear once
 /// and must be non-zero: to turn a rule off, leave it out.
 impl FromStr for Policy {
     type Err = PolicyError;
@@ -106,7 +107,10 @@ impl FromStr for Policy {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
         let mut policy = Policy::default();
-        if text.is_empty() || text == "none" {
+        if text.is_empty() {
+            return Err(PolicyError::Empty);
+        }
+        if text == "none" {
             return Ok(policy);
         }
         for item in text.split(',') {
@@ -150,18 +154,23 @@ pub enum PolicyError {
     Duplicate { rule: String },
     #[error("policy item {item:?} needs a whole number")]
     NotANumber { item: String },
-    #[error("policy item {item:?} needs a duration such as 7d or 12h: {source}")]
-    BadDuration {
-        item: String,
-        source: humantime::DurationError,
-    },
+    #[error("policy item {item:?} is too large (at most {max})", max = u32::MAX)]
+    TooLarge { item: String },
+    #[error("policy item {item:?} needs a duration such as 7d or 12h")]
+    BadDuration { item: String },
+    #[error("the policy is empty: give rules such as last=10, or \"none\" to keep everything")]
+    Empty,
     #[error("policy item {item:?} would keep nothing; leave the rule out to turn it off")]
     Zero { item: String },
 }
 
 fn parse_count(item: &str, value: &str) -> Result<u32, PolicyError> {
-    let count: u32 = value.parse().map_err(|_| PolicyError::NotANumber {
-        item: item.to_owned(),
+    let count: u32 = value.parse().map_err(|e: std::num::ParseIntError| {
+        let item = item.to_owned();
+        match e.kind() {
+            std::num::IntErrorKind::PosOverflow => PolicyError::TooLarge { item },
+            _ => PolicyError::NotANumber { item },
+        }
     })?;
     if count == 0 {
         return Err(PolicyError::Zero {
@@ -172,9 +181,8 @@ fn parse_count(item: &str, value: &str) -> Result<u32, PolicyError> {
 }
 
 fn parse_window(item: &str, value: &str) -> Result<Duration, PolicyError> {
-    let window = humantime::parse_duration(value).map_err(|source| PolicyError::BadDuration {
+    let window = humantime::parse_duration(value).map_err(|_| PolicyError::BadDuration {
         item: item.to_owned(),
-        source,
     })?;
     if window.is_zero() {
         return Err(PolicyError::Zero {
@@ -864,8 +872,9 @@ mod tests {
     }
 
     #[test]
-    fn policy_none_and_blank_are_empty() {
-        assert!(policy("").is_empty());
+    fn policy_none_is_empty_and_blank_is_refused() {
+        assert_eq!("".parse::<Policy>(), Err(PolicyError::Empty));
+        assert_eq!("  ".parse::<Policy>(), Err(PolicyError::Empty));
         assert!(policy("  none ").is_empty());
         assert_eq!(Policy::default().to_string(), "none");
         assert!(!policy("daily=1").is_empty());
@@ -884,6 +893,7 @@ mod tests {
             ("last=10,,daily=1", "\"\""),
             ("last", "\"last\""),
             ("daily=-1", "\"daily=-1\""),
+            ("last=99999999999999999999", "too large"),
         ];
         for (text, named) in cases {
             let err = text.parse::<Policy>().unwrap_err().to_string();

@@ -2,10 +2,11 @@
 //! and finds objects no registry row knows. Works in slices, each resumable from the cursor
 //! the previous one returned, so a large store can be checked a piece at a time.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use super::codec;
@@ -14,7 +15,7 @@ use super::engine::{Engine, EngineError};
 use super::hash::Hash;
 use super::manifest::Page;
 use super::validate::invalid;
-use crate::blobs::{BLOB_PREFIX, BlobError, StoredObject};
+use crate::blobs::{BLOB_PREFIX, BlobError, StoredObject, parse_object_key};
 use crate::catalog::{BlobRecord, Location};
 
 /// Objects one slice lists, per checkpoint of the slice's limit.
@@ -62,6 +63,8 @@ pub struct VerifyReport {
     /// Objects older than the upload lease that no registry row knows.
     pub orphans: Vec<String>,
     pub orphans_removed: u64,
+    /// Listed objects whose keys this service did not make (left alone).
+    pub foreign_objects: u64,
     /// Pass to the next call to go on; `None` when everything has been checked.
     pub next_cursor: Option<String>,
 }
@@ -104,7 +107,7 @@ impl Engine {
         let limit = options.limit.clamp(1, 10 * BATCH);
         let mut check = Check {
             engine: self,
-            seen: HashSet::new(),
+            verdicts: HashMap::new(),
             report: VerifyReport::default(),
         };
         match Position::parse(options.cursor.as_deref())? {
@@ -131,9 +134,19 @@ impl Engine {
 
 struct Check<'a> {
     engine: &'a Arc<Engine>,
-    /// Blobs this slice has checked: shared pages and chunks are read once.
-    seen: HashSet<Hash>,
+    /// What is wrong at or below each blob checked in this slice (for a page, its whole
+    /// subtree; empty when all is well): shared pages and chunks are read once, yet every
+    /// checkpoint that needs a bad blob is named.
+    verdicts: HashMap<Hash, Arc<Vec<Fault>>>,
     report: VerifyReport,
+}
+
+/// A bad blob, before it is attributed to the checkpoints that need it.
+#[derive(Clone, Debug)]
+struct Fault {
+    blob: Hash,
+    kind: ProblemKind,
+    detail: String,
 }
 
 impl Check<'_> {
@@ -163,44 +176,73 @@ impl Check<'_> {
         Ok(())
     }
 
-    /// Checks every blob of one checkpoint's manifest tree not yet checked in this slice.
+    /// Reports every bad blob of one checkpoint's manifest tree, once each.
     async fn tree(&mut self, checkpoint: Uuid, root: Hash) -> Result<(), EngineError> {
-        let mut pages = vec![root];
-        while let Some(hash) = pages.pop() {
-            if !self.seen.insert(hash) {
-                continue;
-            }
-            let Some(bytes) = self.blob(checkpoint, hash).await? else {
-                continue;
-            };
-            let page = match Page::decode(hash, &bytes) {
-                Ok(page) => page,
-                Err(err) => {
-                    self.problem(checkpoint, hash, ProblemKind::Damaged, err.to_string());
-                    continue;
-                }
-            };
-            pages.extend(page.children.iter().map(|c| c.page));
-            let chunks: Vec<Hash> = page
-                .entries
-                .iter()
-                .flat_map(|e| e.chunks.iter().map(|c| c.hash))
-                .filter(|h| self.seen.insert(*h))
-                .collect();
-            for chunk in chunks {
-                self.blob(checkpoint, chunk).await?;
-            }
+        let faults = self.page(root).await?;
+        let mut named = HashSet::new();
+        for fault in faults.iter().filter(|f| named.insert(f.blob)) {
+            self.report.problems.push(Problem {
+                checkpoint,
+                blob: fault.blob,
+                kind: fault.kind,
+                detail: fault.detail.clone(),
+            });
         }
         Ok(())
     }
 
-    /// Reads and checks one blob; records a problem and returns `None` when it is not right.
-    async fn blob(
-        &mut self,
-        checkpoint: Uuid,
-        hash: Hash,
-    ) -> Result<Option<bytes::Bytes>, EngineError> {
+    /// What is wrong with a page and everything below it.
+    fn page(&mut self, hash: Hash) -> BoxFuture<'_, Result<Arc<Vec<Fault>>, EngineError>> {
+        Box::pin(async move {
+            if let Some(verdict) = self.verdicts.get(&hash) {
+                return Ok(Arc::clone(verdict));
+            }
+            let mut faults = Vec::new();
+            match self.blob(hash).await? {
+                Err(fault) => faults.push(fault),
+                Ok(bytes) => match Page::decode(hash, &bytes) {
+                    Err(err) => faults.push(Fault {
+                        blob: hash,
+                        kind: ProblemKind::Damaged,
+                        detail: err.to_string(),
+                    }),
+                    Ok(page) => {
+                        for child in &page.children {
+                            faults.extend(self.page(child.page).await?.iter().cloned());
+                        }
+                        let chunks = page.entries.iter().flat_map(|e| e.chunks.iter());
+                        let chunks: HashSet<Hash> = chunks.map(|c| c.hash).collect();
+                        for chunk in chunks {
+                            faults.extend(self.chunk(chunk).await?.iter().cloned());
+                        }
+                    }
+                },
+            }
+            let verdict = Arc::new(faults);
+            self.verdicts.insert(hash, Arc::clone(&verdict));
+            Ok(verdict)
+        })
+    }
+
+    async fn chunk(&mut self, hash: Hash) -> Result<Arc<Vec<Fault>>, EngineError> {
+        if let Some(verdict) = self.verdicts.get(&hash) {
+            return Ok(Arc::clone(verdict));
+        }
+        let verdict = Arc::new(self.blob(hash).await?.err().into_iter().collect());
+        self.verdicts.insert(hash, Arc::clone(&verdict));
+        Ok(verdict)
+    }
+
+    /// Reads one blob and checks it against its hash.
+    async fn blob(&mut self, hash: Hash) -> Result<Result<bytes::Bytes, Fault>, EngineError> {
         self.report.blobs_checked += 1;
+        let fault = |kind, detail| {
+            Ok(Err(Fault {
+                blob: hash,
+                kind,
+                detail,
+            }))
+        };
         let record = self.engine.catalog.blobs(&[hash]).await?.pop();
         let Some(BlobRecord {
             codec: blob_codec,
@@ -209,43 +251,23 @@ impl Check<'_> {
             ..
         }) = record
         else {
-            self.problem(
-                checkpoint,
-                hash,
-                ProblemKind::Missing,
-                "no registry row".into(),
-            );
-            return Ok(None);
+            return fault(ProblemKind::Missing, "no registry row".into());
         };
         let stored = match location {
             Location::Inline(bytes) => bytes,
             Location::Object(key) => match self.engine.blobs.get(&key).await {
                 Ok(bytes) => bytes,
                 Err(BlobError::NotFound(_)) => {
-                    let detail = format!("object {key} is missing");
-                    self.problem(checkpoint, hash, ProblemKind::Missing, detail);
-                    return Ok(None);
+                    return fault(ProblemKind::Missing, format!("object {key} is missing"));
                 }
                 Err(BlobError::Other(why)) => return Err(EngineError::Unavailable(why)),
             },
         };
         self.report.bytes_checked += stored.len() as u64;
         match codec::decode(hash, blob_codec, raw_len, stored) {
-            Ok(raw) => Ok(Some(raw)),
-            Err(err) => {
-                self.problem(checkpoint, hash, ProblemKind::Damaged, err.to_string());
-                Ok(None)
-            }
+            Ok(raw) => Ok(Ok(raw)),
+            Err(err) => fault(ProblemKind::Damaged, err.to_string()),
         }
-    }
-
-    fn problem(&mut self, checkpoint: Uuid, blob: Hash, kind: ProblemKind, detail: String) {
-        self.report.problems.push(Problem {
-            checkpoint,
-            blob,
-            kind,
-            detail,
-        });
     }
 
     /// Lists the objects of fan-out directories from `from` on (until about `limit` objects
@@ -265,6 +287,10 @@ impl Check<'_> {
                 .collect::<Result<_, _>>()
                 .map_err(|e| EngineError::Unavailable(format!("listing objects: {e}")))?;
             self.report.objects_listed += listed.len() as u64;
+            self.report.foreign_objects += listed
+                .iter()
+                .filter(|o| parse_object_key(&o.key).is_none())
+                .count() as u64;
             for batch in listed.chunks(BATCH as usize) {
                 self.orphans(batch.to_vec(), remove).await?;
             }

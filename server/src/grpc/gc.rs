@@ -130,6 +130,7 @@ pub(super) async fn verify(
         problems,
         orphans: report.orphans,
         orphans_removed: report.orphans_removed,
+        foreign_objects: report.foreign_objects,
         next_cursor: report.next_cursor.unwrap_or_default(),
     })
 }

@@ -12,6 +12,7 @@ use super::rows::classify;
 use super::{COLLECTION_LOCK, PostgresCatalog};
 use crate::catalog::{
     BlobKind, BlobStamp, CatalogError, DeletedBlob, Result, RetentionCandidate, manifest_root,
+    parse_hash,
 };
 use crate::core::hash::Hash;
 
@@ -173,8 +174,8 @@ impl PostgresCatalog {
         after: Option<Hash>,
         limit: u32,
     ) -> Result<Vec<BlobStamp>> {
-        let rows: Vec<(Vec<u8>, i64, i64)> = sqlx::query_as(
-            "SELECT hash, touched_epoch, stored_len FROM chunks WHERE ($1::bytea IS NULL OR hash > $1) \
+        let rows: Vec<(Vec<u8>, i64, i64, i16, bool)> = sqlx::query_as(
+            "SELECT hash, touched_epoch, stored_len, kind, object_key IS NOT NULL FROM chunks WHERE ($1::bytea IS NULL OR hash > $1) \
              ORDER BY hash LIMIT $2",
         )
         .bind(after.map(|h| h.0.to_vec()))
@@ -183,11 +184,13 @@ impl PostgresCatalog {
         .await
         .map_err(classify)?;
         rows.into_iter()
-            .map(|(hash, epoch, stored_len)| {
+            .map(|(hash, epoch, stored_len, kind, in_object)| {
                 Ok(BlobStamp {
                     hash: parse_hash(&hash)?,
                     touched_epoch: epoch as u64,
                     stored_len: stored_len as u64,
+                    kind: BlobKind::from_code(i64::from(kind)),
+                    in_object,
                 })
             })
             .collect()
@@ -226,11 +229,7 @@ impl PostgresCatalog {
             .map(|(hash, kind, stored_len, object_key)| {
                 Ok(DeletedBlob {
                     hash: parse_hash(&hash)?,
-                    kind: if kind == BlobKind::Page as i16 {
-                        BlobKind::Page
-                    } else {
-                        BlobKind::Chunk
-                    },
+                    kind: BlobKind::from_code(i64::from(kind)),
                     stored_len: stored_len as u64,
                     object_key,
                 })
@@ -345,9 +344,4 @@ impl PostgresCatalog {
         .map_err(classify)?;
         tx.commit().await.map_err(classify)
     }
-}
-
-fn parse_hash(bytes: &[u8]) -> Result<Hash> {
-    Hash::from_slice(bytes)
-        .ok_or_else(|| CatalogError::Internal("a registry row has a malformed hash".into()))
 }

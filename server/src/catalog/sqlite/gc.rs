@@ -11,6 +11,7 @@ use super::SqliteCatalog;
 use super::rows::{classify, from_micros, hex_array, now_micros, uuid_array};
 use crate::catalog::{
     BlobKind, BlobStamp, CatalogError, DeletedBlob, Result, RetentionCandidate, manifest_root,
+    parse_hash,
 };
 use crate::core::hash::Hash;
 
@@ -156,8 +157,8 @@ impl SqliteCatalog {
         after: Option<Hash>,
         limit: u32,
     ) -> Result<Vec<BlobStamp>> {
-        let rows: Vec<(Vec<u8>, i64, i64)> = sqlx::query_as(
-            "SELECT hash, touched_epoch, stored_len FROM chunks WHERE ?1 IS NULL OR hash > ?1 \
+        let rows: Vec<(Vec<u8>, i64, i64, i64, bool)> = sqlx::query_as(
+            "SELECT hash, touched_epoch, stored_len, kind, object_key IS NOT NULL FROM chunks WHERE ?1 IS NULL OR hash > ?1 \
              ORDER BY hash LIMIT ?2",
         )
         .bind(after.map(|h| h.0.to_vec()))
@@ -166,11 +167,13 @@ impl SqliteCatalog {
         .await
         .map_err(classify)?;
         rows.into_iter()
-            .map(|(hash, epoch, stored_len)| {
+            .map(|(hash, epoch, stored_len, kind, in_object)| {
                 Ok(BlobStamp {
                     hash: parse_hash(&hash)?,
                     touched_epoch: epoch as u64,
                     stored_len: stored_len as u64,
+                    kind: BlobKind::from_code(i64::from(kind)),
+                    in_object,
                 })
             })
             .collect()
@@ -212,11 +215,7 @@ impl SqliteCatalog {
             .map(|(hash, kind, stored_len, object_key)| {
                 Ok(DeletedBlob {
                     hash: parse_hash(&hash)?,
-                    kind: if kind == BlobKind::Page as i64 {
-                        BlobKind::Page
-                    } else {
-                        BlobKind::Chunk
-                    },
+                    kind: BlobKind::from_code(i64::from(kind)),
                     stored_len: stored_len as u64,
                     object_key,
                 })
@@ -334,9 +333,4 @@ impl SqliteCatalog {
         .map_err(classify)?;
         tx.commit().await.map_err(classify)
     }
-}
-
-fn parse_hash(bytes: &[u8]) -> Result<Hash> {
-    Hash::from_slice(bytes)
-        .ok_or_else(|| CatalogError::Internal("a registry row has a malformed hash".into()))
 }
