@@ -185,12 +185,24 @@ async fn aged_checkpoints_are_collected_under_60_30_and_7_day_rules(setup: Setup
         template.push((client.create(new).await.unwrap().id, state));
     }
     let seeding = Instant::now();
-    seed(&env.db().await, sessions, per, garbage).await;
+    // One session more than the passes use: deleting it exercises batched session deletes.
+    seed(&env.db().await, sessions + 1, per, garbage).await;
     eprintln!(
         "seeded {} checkpoints and {garbage} garbage blobs in {:?}",
-        sessions * per,
+        (sessions + 1) * per,
         seeding.elapsed()
     );
+    let deleting = Instant::now();
+    let extra = format!("scale-{}", sessions + 1);
+    assert_eq!(client.delete_session(&extra).await.unwrap(), per);
+    eprintln!(
+        "deleted a session of {per} checkpoints in {:?}",
+        deleting.elapsed()
+    );
+    assert!(matches!(
+        client.get_session(&extra).await,
+        Err(ckpt_client::Error::NotFound(_))
+    ));
 
     // Create latency with no pass running, then during the 60-day pass.
     let quiet = create_latencies(client, "writer-quiet", Duration::from_secs(2)).await;

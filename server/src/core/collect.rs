@@ -710,7 +710,8 @@ impl Engine {
             .await?
             .iter()
             .any(|(b, _)| b == branch);
-        if !branch.is_empty() && !(clear && has_override) {
+        let clearing_a_kept_override = clear && has_override;
+        if !branch.is_empty() && !clearing_a_kept_override {
             self.ensure_branch(session, branch).await?;
         }
         let text = if clear {

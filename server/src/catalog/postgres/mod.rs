@@ -284,6 +284,43 @@ impl PostgresCatalog {
     }
 }
 
+/// Rows one statement of a session delete removes.
+const DELETE_BATCH: u64 = 5_000;
+
+impl PostgresCatalog {
+    /// Deletes up to [`DELETE_BATCH`] of a session's rows from `table` under its lock.
+    async fn delete_batch(&self, session_id: i64, table: &str) -> Result<u64> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query("SELECT id FROM sessions WHERE id = $1 FOR UPDATE")
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE id IN \
+             (SELECT id FROM {table} WHERE session_id = $1 LIMIT $2)"
+        )))
+        .bind(session_id)
+        .bind(DELETE_BATCH as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+        if table == "checkpoints" {
+            sqlx::query(
+                "UPDATE sessions SET checkpoint_count = checkpoint_count - $2 WHERE id = $1",
+            )
+            .bind(session_id)
+            .bind(deleted as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(deleted)
+    }
+}
+
 /// The error for a commit whose reused blobs a collection deleted meanwhile.
 pub(crate) fn collected(missing: usize) -> CatalogError {
     CatalogError::Aborted(format!(
@@ -744,14 +781,42 @@ impl Catalog for PostgresCatalog {
     }
 
     async fn delete_session(&self, name: &str) -> Result<u64> {
-        let deleted: Option<i64> =
-            sqlx::query_scalar("DELETE FROM sessions WHERE name = $1 RETURNING checkpoint_count")
-                .bind(name)
+        // Refs first, in one transaction: from then on the session has no head to write on or
+        // read from. Then its rows in batches, each a short transaction under the session
+        // lock, so a session of a million checkpoints holds no lock for long; the cascade of
+        // the last statement only meets what a writer added meanwhile.
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let id = Self::lock_session(&mut tx, name)
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(format!("session {name}")))?;
+        for table in ["branches", "tags", "retention_policies"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE session_id = $1"
+            )))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        let mut deleted = 0;
+        for table in ["checkpoints", "ref_log"] {
+            loop {
+                let n = self.delete_batch(id, table).await?;
+                if table == "checkpoints" {
+                    deleted += n;
+                }
+                if n < DELETE_BATCH {
+                    break;
+                }
+            }
+        }
+        let rest: Option<i64> =
+            sqlx::query_scalar("DELETE FROM sessions WHERE id = $1 RETURNING checkpoint_count")
+                .bind(id)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(classify)?;
-        deleted
-            .map(|n| n as u64)
-            .ok_or_else(|| CatalogError::NotFound(format!("session {name}")))
+        Ok(deleted + rest.unwrap_or(0).max(0) as u64)
     }
 }

@@ -172,7 +172,7 @@ impl SqliteCatalog {
                     hash: parse_hash(&hash)?,
                     touched_epoch: epoch as u64,
                     stored_len: stored_len as u64,
-                    kind: BlobKind::from_code(i64::from(kind)),
+                    kind: BlobKind::from_code(kind),
                     in_object,
                 })
             })
@@ -215,7 +215,7 @@ impl SqliteCatalog {
             .map(|(hash, kind, stored_len, object_key)| {
                 Ok(DeletedBlob {
                     hash: parse_hash(&hash)?,
-                    kind: BlobKind::from_code(i64::from(kind)),
+                    kind: BlobKind::from_code(kind),
                     stored_len: stored_len as u64,
                     object_key,
                 })
@@ -285,6 +285,12 @@ impl SqliteCatalog {
         .execute(&self.writer)
         .await
         .map_err(classify)?;
+        // A pass deletes many rows at once; fold the write-ahead log back into the database
+        // file so the disk space it took is returned (readers still active make this a no-op).
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
         Ok(())
     }
 

@@ -696,14 +696,72 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn delete_session(&self, name: &str) -> Result<u64> {
-        let deleted: Option<i64> =
-            sqlx::query_scalar("DELETE FROM sessions WHERE name = ?1 RETURNING checkpoint_count")
-                .bind(name)
+        // As on Postgres: refs first, then rows in batches, so the one writer connection is
+        // never held for a whole large session.
+        let mut tx = self.begin_write().await?;
+        let id = Self::session_id(&mut tx, name)
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(format!("session {name}")))?;
+        for table in ["branches", "tags", "retention_policies"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE session_id = ?1"
+            )))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        let mut deleted = 0;
+        for table in ["checkpoints", "ref_log"] {
+            loop {
+                let n = self.delete_batch(id, table).await?;
+                if table == "checkpoints" {
+                    deleted += n;
+                }
+                if n < DELETE_BATCH {
+                    break;
+                }
+            }
+        }
+        let rest: Option<i64> =
+            sqlx::query_scalar("DELETE FROM sessions WHERE id = ?1 RETURNING checkpoint_count")
+                .bind(id)
                 .fetch_optional(&self.writer)
                 .await
                 .map_err(classify)?;
-        deleted
-            .map(|n| n as u64)
-            .ok_or_else(|| CatalogError::NotFound(format!("session {name}")))
+        Ok(deleted + rest.unwrap_or(0).max(0) as u64)
+    }
+}
+
+/// Rows one statement of a session delete removes.
+const DELETE_BATCH: u64 = 5_000;
+
+impl SqliteCatalog {
+    /// Deletes up to [`DELETE_BATCH`] of a session's rows from `table`.
+    async fn delete_batch(&self, session_id: i64, table: &str) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE id IN \
+             (SELECT id FROM {table} WHERE session_id = ?1 LIMIT ?2)"
+        )))
+        .bind(session_id)
+        .bind(DELETE_BATCH as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+        if table == "checkpoints" {
+            sqlx::query(
+                "UPDATE sessions SET checkpoint_count = checkpoint_count - ?2 WHERE id = ?1",
+            )
+            .bind(session_id)
+            .bind(deleted as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(deleted)
     }
 }
