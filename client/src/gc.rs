@@ -139,6 +139,8 @@ pub struct VerifyReport {
     pub orphans_removed: u64,
     /// Objects in the blob area whose keys checkpointd did not make (never deleted).
     pub foreign_objects: u64,
+    /// The first of them by key (up to 100 per slice).
+    pub foreign: Vec<String>,
     /// Where to continue with [`Client::verify`]; `None` when everything has been checked.
     pub next_cursor: Option<String>,
 }
@@ -226,6 +228,7 @@ impl From<pb::VerifyResponse> for VerifyReport {
             orphans: r.orphans,
             orphans_removed: r.orphans_removed,
             foreign_objects: r.foreign_objects,
+            foreign: r.foreign,
             next_cursor: non_empty(r.next_cursor),
         }
     }
@@ -242,6 +245,7 @@ impl VerifyReport {
         self.orphans.extend(slice.orphans);
         self.orphans_removed += slice.orphans_removed;
         self.foreign_objects += slice.foreign_objects;
+        self.foreign.extend(slice.foreign);
         self.next_cursor = slice.next_cursor;
     }
 }
@@ -500,6 +504,7 @@ mod tests {
             orphans: vec![],
             orphans_removed: 0,
             foreign_objects: 2,
+            foreign: vec!["README".into()],
             next_cursor: String::new(),
         };
         let report = VerifyReport::from(wire.clone());

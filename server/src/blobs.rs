@@ -149,6 +149,22 @@ impl BlobStore {
         })
     }
 
+    /// The objects directly under `prefix` (or the store's top) and its sub-prefixes.
+    pub async fn list_level(
+        &self,
+        prefix: Option<&str>,
+    ) -> Result<(Vec<String>, Vec<String>), BlobError> {
+        let prefix = prefix.map(Path::from);
+        let listed = self
+            .store
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map_err(|e| BlobError::Other(e.to_string()))?;
+        let objects = listed.objects.into_iter().map(|o| o.location.to_string());
+        let prefixes = listed.common_prefixes.into_iter().map(|p| p.to_string());
+        Ok((objects.collect(), prefixes.collect()))
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
         match self.store.delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

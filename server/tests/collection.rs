@@ -333,6 +333,24 @@ async fn retention_keeps_heads_tags_and_matches_and_explains_every_decision(setu
         (cleared.policy.as_str(), cleared.source.as_str()),
         ("last=2", "session")
     );
+
+    // A branch's override goes with the branch: a new branch of that name starts clean.
+    client
+        .set_retention_policy("r", Some("side"), "last=1")
+        .await
+        .unwrap();
+    client.delete_branch("r", "side", None).await.unwrap();
+    let err = client
+        .retention_policy("r", Some("side"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err}");
+    client.create_branch("r", "side", &ids[5]).await.unwrap();
+    let fresh = client.retention_policy("r", Some("side")).await.unwrap();
+    assert_eq!(
+        (fresh.policy.as_str(), fresh.source.as_str()),
+        ("last=2", "session")
+    );
 }
 
 async fn retention_by_age_counts_from_each_groups_newest_and_never_across_groups(setup: Setup) {
@@ -423,25 +441,38 @@ async fn verify_reports_missing_and_damaged_blobs_and_old_orphans(setup: Setup) 
         .put(&young, Bytes::from_static(b"x"))
         .await
         .unwrap();
-    // Something else's file in the blob area is counted, never deleted.
-    env.blobs
-        .put("chunks/ab/notes.txt", Bytes::from_static(b"mine"))
-        .await
-        .unwrap();
+    // Files something else put in the store, anywhere in it, are named and never deleted.
+    let strangers = [
+        "README.txt",
+        "other/bar.tmp",
+        "chunks/loose.txt",
+        "chunks/zz/foo",
+        "chunks/ab/notes.txt",
+    ];
+    for key in strangers {
+        env.blobs
+            .put(key, Bytes::from_static(b"mine"))
+            .await
+            .unwrap();
+    }
     let found = client.verify_all(None, 10, false).await.unwrap();
     assert_eq!(found.orphans, vec![old.clone()]);
-    assert_eq!(found.foreign_objects, 1);
+    assert_eq!(found.foreign_objects, strangers.len() as u64);
+    let mut named = found.foreign.clone();
+    named.sort();
+    let mut expected: Vec<String> = strangers.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(named, expected);
     assert_eq!(found.orphans_removed, 0);
     assert!(list_objects(&env.blobs).await.contains(&old));
     let removed = client.verify_all(None, 10, true).await.unwrap();
     assert_eq!(removed.orphans_removed, 1);
     assert!(!list_objects(&env.blobs).await.contains(&old));
     assert!(list_objects(&env.blobs).await.contains(&young));
-    assert!(
-        list_objects(&env.blobs)
-            .await
-            .contains(&"chunks/ab/notes.txt".to_owned())
-    );
+    collect(client).await;
+    for key in strangers {
+        assert!(env.blobs.get(key).await.is_ok(), "{key} was removed");
+    }
 
     // Damage behind the server's back: a missing object and a corrupted inline chunk.
     let damaged = client

@@ -59,7 +59,7 @@ pub(crate) struct GcArgs {
 
     /// Apply retention to this session only. Blobs nothing references are still freed
     /// store-wide.
-    #[arg(long, value_name = "SESSION")]
+    #[arg(long, value_name = "SESSION", value_parser = not_blank)]
     session: Option<String>,
 
     /// Drop no checkpoint; only free blobs and abandoned uploads that nothing references
@@ -77,11 +77,14 @@ pub(crate) struct GcArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 The store is checked in slices of --slice checkpoints, then the object store is listed for
-orphans: objects no checkpoint knows, such as uploads that never finished. Orphans are
-harmless; `ckpt gc` deletes them once they are old enough, or pass --remove-orphans.
+orphans: objects no checkpoint knows that are older than the server's upload lease (24h by
+default), such as uploads that never finished. Younger ones may be uploads in progress and
+are not reported. Orphans are harmless; `ckpt gc` deletes them, or pass --remove-orphans.
+Files in the object store that checkpointd did not write are counted and listed, never removed.
+Blob counts are per slice: a blob shared by checkpoints of two slices is read in each.
 
 Output: one line per problem, `missing|damaged CHECKPOINT BLOB DETAIL`, then one line per
-orphan, `orphan KEY`.
+orphan, `orphan KEY`, then one per foreign file, `foreign KEY`.
 
 Exit codes: 0 when no blob is missing or damaged (orphans do not count), 6 when some are.
 
@@ -93,7 +96,7 @@ Examples:
   ckpt verify --cursor CURSOR          resume there: check one more slice")]
 pub(crate) struct VerifyArgs {
     /// Check this session's checkpoints only; every checkpoint and every object by default.
-    #[arg(long, value_name = "SESSION")]
+    #[arg(long, value_name = "SESSION", value_parser = not_blank)]
     session: Option<String>,
 
     /// Checkpoints checked per call to the server (objects: ten times as many).
@@ -141,12 +144,20 @@ enum RetentionCommand {
 #[derive(Debug, Args)]
 struct Scope {
     /// The session.
-    #[arg(long, value_name = "SESSION")]
+    #[arg(long, value_name = "SESSION", value_parser = not_blank)]
     session: String,
 
     /// One branch of the session; the whole session when absent.
-    #[arg(long, value_name = "BRANCH")]
+    #[arg(long, value_name = "BRANCH", value_parser = not_blank)]
     branch: Option<String>,
+}
+
+/// Refuses a blank value: an empty shell variable must not widen a command's scope.
+fn not_blank(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        return Err("must not be blank".to_owned());
+    }
+    Ok(value.to_owned())
 }
 
 pub(crate) async fn gc(client: &Client, args: GcArgs, format: OutputFormat) -> anyhow::Result<()> {
@@ -355,9 +366,12 @@ fn verify_text(report: &VerifyReport, one_slice: bool) -> String {
     for orphan in &report.orphans {
         text.push_str(&format!("orphan {orphan}\n"));
     }
+    for key in &report.foreign {
+        text.push_str(&format!("foreign {key}\n"));
+    }
     if report.foreign_objects > 0 {
         text.push_str(&format!(
-            "{} in the blob area not made by checkpointd (left alone)\n",
+            "{} in the object store not made by checkpointd (left alone)\n",
             plural(report.foreign_objects, "object")
         ));
     }
@@ -438,6 +452,7 @@ fn verify_json(report: &VerifyReport) -> Value {
         "orphans": report.orphans,
         "orphans_removed": report.orphans_removed,
         "foreign_objects": report.foreign_objects,
+        "foreign": report.foreign,
         "next_cursor": report.next_cursor,
     })
 }
@@ -516,6 +531,13 @@ mod tests {
     }
 
     #[test]
+    fn blank_sessions_and_branches_are_refused() {
+        assert!(not_blank("").is_err());
+        assert!(not_blank("  ").is_err());
+        assert_eq!(not_blank("s1").unwrap(), "s1");
+    }
+
+    #[test]
     fn report_text_states_what_was_deleted_and_freed() {
         assert_eq!(
             report_text(&report()),
@@ -573,6 +595,7 @@ mod tests {
             orphans: vec!["chunks/zz".into()],
             orphans_removed: 0,
             foreign_objects: 1,
+            foreign: vec!["chunks/notes.txt".into()],
             next_cursor: Some("k:42".into()),
         }
     }
@@ -585,7 +608,8 @@ mod tests {
              found 1 problem, 1 orphan (0 removed)\n\
              missing c1 b1 no object at chunks/b1\n\
              orphan chunks/zz\n\
-             1 object in the blob area not made by checkpointd (left alone)\n"
+             foreign chunks/notes.txt\n\
+             1 object in the object store not made by checkpointd (left alone)\n"
         );
     }
 

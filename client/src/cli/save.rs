@@ -280,9 +280,9 @@ fn explain_conflict(
         Some(head) => format!(
             "branch {branch} already has checkpoints: its head is {head}; pass --parent {head} or --on-head"
         ),
-        None => {
-            format!("branch {branch} moved ({message}); pass --on-head to save on its current head")
-        }
+        // No head travels back: the branch did not move, another operation (a collection
+        // pass) got in the way, and the server's message says to retry.
+        None => format!("the save did not go through: {message}"),
     };
     Failure::new(exit::CONFLICT, advice).into()
 }

@@ -154,8 +154,8 @@ pub enum PolicyError {
     Duplicate { rule: String },
     #[error("policy item {item:?} needs a whole number")]
     NotANumber { item: String },
-    #[error("policy item {item:?} is too large (at most {max})", max = u32::MAX)]
-    TooLarge { item: String },
+    #[error("policy item {item:?} is too large (at most {max})")]
+    TooLarge { item: String, max: String },
     #[error("policy item {item:?} needs a duration such as 7d or 12h")]
     BadDuration { item: String },
     #[error("the policy is empty: give rules such as last=10, or \"none\" to keep everything")]
@@ -168,7 +168,10 @@ fn parse_count(item: &str, value: &str) -> Result<u32, PolicyError> {
     let count: u32 = value.parse().map_err(|e: std::num::ParseIntError| {
         let item = item.to_owned();
         match e.kind() {
-            std::num::IntErrorKind::PosOverflow => PolicyError::TooLarge { item },
+            std::num::IntErrorKind::PosOverflow => PolicyError::TooLarge {
+                item,
+                max: u32::MAX.to_string(),
+            },
             _ => PolicyError::NotANumber { item },
         }
     })?;
@@ -181,9 +184,19 @@ fn parse_count(item: &str, value: &str) -> Result<u32, PolicyError> {
 }
 
 fn parse_window(item: &str, value: &str) -> Result<Duration, PolicyError> {
-    let window = humantime::parse_duration(value).map_err(|_| PolicyError::BadDuration {
+    let too_large = || PolicyError::TooLarge {
         item: item.to_owned(),
+        max: humantime::format_duration(MAX_WINDOW).to_string(),
+    };
+    let window = humantime::parse_duration(value).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => too_large(),
+        _ => PolicyError::BadDuration {
+            item: item.to_owned(),
+        },
     })?;
+    if window > MAX_WINDOW {
+        return Err(too_large());
+    }
     if window.is_zero() {
         return Err(PolicyError::Zero {
             item: item.to_owned(),
@@ -191,6 +204,10 @@ fn parse_window(item: &str, value: &str) -> Result<Duration, PolicyError> {
     }
     Ok(window)
 }
+
+/// The longest `within` window: a century, beyond any history worth bounding by age (and
+/// within what calendar arithmetic handles).
+const MAX_WINDOW: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 fn set_once(slot: &mut Option<Duration>, window: Duration, rule: &str) -> Result<(), PolicyError> {
     if slot.is_some() {
@@ -894,6 +911,8 @@ mod tests {
             ("last", "\"last\""),
             ("daily=-1", "\"daily=-1\""),
             ("last=99999999999999999999", "too large"),
+            ("within=99999999999999999999d", "too large"),
+            ("within=1000years", "too large"),
         ];
         for (text, named) in cases {
             let err = text.parse::<Policy>().unwrap_err().to_string();

@@ -18,6 +18,9 @@ use super::validate::invalid;
 use crate::blobs::{BLOB_PREFIX, BlobError, StoredObject, parse_object_key};
 use crate::catalog::{BlobRecord, Location};
 
+/// Foreign objects a slice names (all are counted).
+const FOREIGN_NAMED: usize = 100;
+
 /// Objects one slice lists, per checkpoint of the slice's limit.
 const OBJECTS_PER_CHECKPOINT: u32 = 10;
 
@@ -65,6 +68,8 @@ pub struct VerifyReport {
     pub orphans_removed: u64,
     /// Listed objects whose keys this service did not make (left alone).
     pub foreign_objects: u64,
+    /// The first [`FOREIGN_NAMED`] of them.
+    pub foreign: Vec<String>,
     /// Pass to the next call to go on; `None` when everything has been checked.
     pub next_cursor: Option<String>,
 }
@@ -274,6 +279,9 @@ impl Check<'_> {
     /// have been listed) and reports those no row knows. Slices follow the two-hex-digit
     /// directories because a local directory lists in no particular order.
     async fn objects(&mut self, from: u8, limit: u32, remove: bool) -> Result<(), EngineError> {
+        if from == 0 {
+            self.outside_fan_out().await?;
+        }
         let mut dir = u16::from(from);
         while dir <= 0xff && self.report.objects_listed < u64::from(limit) {
             let prefix = format!("{BLOB_PREFIX}/{dir:02x}");
@@ -287,16 +295,69 @@ impl Check<'_> {
                 .collect::<Result<_, _>>()
                 .map_err(|e| EngineError::Unavailable(format!("listing objects: {e}")))?;
             self.report.objects_listed += listed.len() as u64;
-            self.report.foreign_objects += listed
-                .iter()
-                .filter(|o| parse_object_key(&o.key).is_none())
-                .count() as u64;
+            for object in &listed {
+                if parse_object_key(&object.key).is_none() {
+                    self.foreign(object.key.clone());
+                }
+            }
             for batch in listed.chunks(BATCH as usize) {
                 self.orphans(batch.to_vec(), remove).await?;
             }
             dir += 1;
         }
         self.report.next_cursor = (dir <= 0xff).then(|| format!("objects:{dir:02x}"));
+        Ok(())
+    }
+
+    fn foreign(&mut self, key: String) {
+        self.report.foreign_objects += 1;
+        if self.report.foreign.len() < FOREIGN_NAMED {
+            self.report.foreign.push(key);
+        }
+    }
+
+    /// Counts what lies outside the fan-out directories: at the store's top, beside
+    /// `chunks/`, and in `chunks/` outside its two-hex-digit directories. None of it is ours.
+    async fn outside_fan_out(&mut self) -> Result<(), EngineError> {
+        let unavailable = |e: BlobError| EngineError::Unavailable(format!("listing objects: {e}"));
+        let (top, dirs) = self
+            .engine
+            .blobs
+            .list_level(None)
+            .await
+            .map_err(unavailable)?;
+        let (loose, fan_out) = self
+            .engine
+            .blobs
+            .list_level(Some(BLOB_PREFIX))
+            .await
+            .map_err(unavailable)?;
+        let is_fan_out = |dir: &str| {
+            dir.strip_prefix(BLOB_PREFIX)
+                .and_then(|d| d.strip_prefix('/'))
+                .is_some_and(|d| d.len() == 2 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+        };
+        let strays = dirs.into_iter().filter(|d| d != BLOB_PREFIX);
+        let strays: Vec<String> = strays
+            .chain(fan_out.into_iter().filter(|d| !is_fan_out(d)))
+            .collect();
+        for key in top.into_iter().chain(loose) {
+            self.foreign(key);
+        }
+        for dir in strays {
+            let listed: Vec<StoredObject> = self
+                .engine
+                .blobs
+                .list(&dir, None)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)?;
+            for object in listed {
+                self.foreign(object.key);
+            }
+        }
         Ok(())
     }
 

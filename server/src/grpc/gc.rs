@@ -131,6 +131,7 @@ pub(super) async fn verify(
         orphans: report.orphans,
         orphans_removed: report.orphans_removed,
         foreign_objects: report.foreign_objects,
+        foreign: report.foreign,
         next_cursor: report.next_cursor.unwrap_or_default(),
     })
 }

@@ -483,6 +483,13 @@ impl PostgresCatalog {
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
+        // Its retention override goes with it: a later branch of the same name starts clean.
+        sqlx::query("DELETE FROM retention_policies WHERE session_id = $1 AND branch = $2")
+            .bind(session_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
         Self::log_ref(
             &mut tx,
             session_id,
