@@ -68,7 +68,7 @@ pub struct VerifyReport {
     pub orphans_removed: u64,
     /// Listed objects whose keys this service did not make (left alone).
     pub foreign_objects: u64,
-    /// The first [`FOREIGN_NAMED`] of them.
+    /// The first hundred of them (`FOREIGN_NAMED`).
     pub foreign: Vec<String>,
     /// Pass to the next call to go on; `None` when everything has been checked.
     pub next_cursor: Option<String>,
