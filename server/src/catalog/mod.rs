@@ -143,6 +143,13 @@ pub(crate) fn manifest_root(checkpoint: Uuid, bytes: Option<Vec<u8>>) -> Result<
         .transpose()
 }
 
+/// The error for a commit whose reused blobs a collection deleted meanwhile.
+pub(crate) fn collected(missing: usize) -> CatalogError {
+    CatalogError::Aborted(format!(
+        "{missing} stored blob(s) this write reuses were collected while it ran; retry the write"
+    ))
+}
+
 /// A registry row's hash, checked to be one.
 pub(crate) fn parse_hash(bytes: &[u8]) -> Result<Hash> {
     Hash::from_slice(bytes)

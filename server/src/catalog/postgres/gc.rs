@@ -1,4 +1,5 @@
-//! The collection calls on Postgres: the lease, the epoch barrier, retention deletes, the
+//! Collection on Postgres: the commit side of the protocol (barrier, stamps, held sources),
+//! and the collector's calls: the lease, the epoch barrier, retention deletes, the
 //! mark's snapshot of roots and the sweep's batches.
 
 use std::collections::HashSet;
@@ -9,7 +10,9 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::rows::classify;
-use super::{COLLECTION_LOCK, PostgresCatalog};
+use sqlx::{Postgres, Transaction};
+
+use super::PostgresCatalog;
 use crate::catalog::{
     BlobKind, BlobStamp, CatalogError, DeletedBlob, Result, RetentionCandidate, manifest_root,
     parse_hash,
@@ -21,6 +24,77 @@ use crate::core::hash::Hash;
 const BARRIER_TIMEOUT: &str = "5s";
 
 impl PostgresCatalog {
+    /// Joins the collection barrier and returns the epoch this transaction stamps blobs with.
+    ///
+    /// Every transaction that adds references to blobs holds the collection lock shared until
+    /// it ends; a pass raises the epoch holding it exclusively, so when the raise returns,
+    /// every commit that read the old epoch has finished and is visible to the pass's mark.
+    /// Taken before any row lock: a commit waiting for the barrier holds nothing another
+    /// commit needs.
+    ///
+    /// Two statements, not one: a statement reads the snapshot taken when it began, so an
+    /// epoch read by the statement that waited for the lock could predate the raise it waited
+    /// for (the regression test is the collection soak in tests/collection_faults.rs).
+    pub(super) async fn join_epoch(tx: &mut Transaction<'static, Postgres>) -> Result<i64> {
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(COLLECTION_LOCK)
+            .execute(&mut **tx)
+            .await
+            .map_err(classify)?;
+        sqlx::query_scalar("SELECT epoch FROM gc_state WHERE id = 1")
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(classify)
+    }
+
+    /// Stamps blobs a commit reuses with `epoch`, failing when any is no longer registered.
+    ///
+    /// The stamp is a write, so a sweep deleting the same row either commits first (and the
+    /// count comes up short) or waits and then skips the freshly stamped row. Rows already
+    /// stamped with `epoch` are only counted: no pass that began before `epoch` deletes them.
+    pub(super) async fn touch_reused(
+        tx: &mut Transaction<'static, Postgres>,
+        reused: &[Hash],
+        epoch: i64,
+    ) -> Result<()> {
+        if reused.is_empty() {
+            return Ok(());
+        }
+        let unique: HashSet<Hash> = reused.iter().copied().collect();
+        let keys: Vec<Vec<u8>> = unique.iter().map(|h| h.0.to_vec()).collect();
+        let present: i64 = sqlx::query_scalar(
+            "WITH stamped AS ( \
+                 UPDATE chunks SET touched_epoch = $2 \
+                 WHERE hash = ANY($1) AND touched_epoch < $2 RETURNING 1) \
+             SELECT (SELECT count(*) FROM stamped) \
+                  + (SELECT count(*) FROM chunks WHERE hash = ANY($1) AND touched_epoch >= $2)",
+        )
+        .bind(&keys)
+        .bind(epoch)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(classify)?;
+        if present as usize != unique.len() {
+            return Err(crate::catalog::collected(unique.len() - present as usize));
+        }
+        Ok(())
+    }
+
+    /// Holds a fork's source checkpoint against deletion until the commit ends.
+    pub(super) async fn hold_source(
+        tx: &mut Transaction<'static, Postgres>,
+        source: Uuid,
+    ) -> Result<()> {
+        let held: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM checkpoints WHERE id = $1 FOR SHARE")
+                .bind(source)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(classify)?;
+        held.map(|_| ())
+            .ok_or_else(|| CatalogError::NotFound(format!("checkpoint {source}")))
+    }
+
     pub(super) async fn acquire_collector_impl(&self, holder: &str, ttl: Duration) -> Result<bool> {
         let taken = sqlx::query(
             "UPDATE gc_state SET holder = $1, lease_until = now() + $2 \
@@ -345,3 +419,6 @@ impl PostgresCatalog {
         tx.commit().await.map_err(classify)
     }
 }
+
+/// The advisory lock key of the collection barrier (an arbitrary constant: "ckpt" in ASCII).
+const COLLECTION_LOCK: i64 = 0x636b_7074;

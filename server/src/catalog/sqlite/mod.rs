@@ -228,9 +228,7 @@ impl SqliteCatalog {
         .await
         .map_err(classify)?;
         if present as usize != unique.len() {
-            return Err(crate::catalog::postgres::collected(
-                unique.len() - present as usize,
-            ));
+            return Err(crate::catalog::collected(unique.len() - present as usize));
         }
         Ok(())
     }
