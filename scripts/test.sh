@@ -61,7 +61,7 @@ bench_smoke() {
         sleep 0.1
     done
     target/debug/ckpt-bench run --server "http://127.0.0.1:$port" --call create --size 10KB -c 4 -n 40 --cleanup || rc=$?
-    target/debug/ckpt-bench scenarios --server "http://127.0.0.1:$port" --merge-runs 1 || rc=$?
+    target/debug/ckpt-bench scenarios --server "http://127.0.0.1:$port" --merge-runs 1 --runs 1 || rc=$?
     kill "$pid"; wait "$pid" 2>/dev/null || true
     rm -rf "$data"
     return "$rc"

@@ -6,7 +6,7 @@
 //! with stamp slots; a request copies the template and writes its nonce into every slot.
 
 mod json;
-mod rng;
+pub(crate) mod rng;
 
 use bytes::Bytes;
 use ckpt_client::State;

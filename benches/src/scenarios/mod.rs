@@ -1,5 +1,8 @@
 //! `ckpt-bench scenarios`: the reference benchmark's scenarios, end to end over gRPC, each
-//! figure printed beside the reference bar. So far: branching and merging.
+//! figure printed beside the reference bar. So far: creates, incremental creates, loads,
+//! queries, branching and merging (collection at scale: server/tests/collection_scale.rs).
+
+mod basic;
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +14,14 @@ use clap::{Args, ValueEnum};
 /// Which scenarios to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Scenario {
+    /// Full creates of 10 KB, 100 KB, 1 MB and 10 MB states.
+    Creating,
+    /// Incremental creates changing 1, 5, 10, 25 and 50 % of a 100-file state.
+    Incremental,
+    /// Loads of 10 KB, 100 KB, 1 MB and 5 MB checkpoints.
+    Loading,
+    /// Listing and search among 1,000 checkpoints of 50 sessions.
+    Querying,
     /// Branches of checkpoints from one root: linear 1x100, shallow 10x10, deep 5x20, wide 50x2.
     Branching,
     /// Merges of 200-file states with 0, 10, 50 and 100 conflicting files.
@@ -28,6 +39,11 @@ pub(crate) struct ScenarioArgs {
     /// Merges per conflict count.
     #[arg(long, default_value_t = 10)]
     merge_runs: u32,
+    /// Repetitions of each create, incremental create and load (the reference's counts: 10
+    /// creates, 20 incremental creates and 20 loads, 20 queries); loads and queries run twice
+    /// this many.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
 }
 
 pub(crate) async fn run(args: ScenarioArgs) -> anyhow::Result<()> {
@@ -40,6 +56,18 @@ pub(crate) async fn run(args: ScenarioArgs) -> anyhow::Result<()> {
         "{:<34} {:>14} {:>16} {:>8}",
         "scenario", "figure", "reference bar", "ratio"
     );
+    if all || args.only.contains(&Scenario::Creating) {
+        basic::creating(&client, &run_id, args.runs).await?;
+    }
+    if all || args.only.contains(&Scenario::Incremental) {
+        basic::incremental(&client, &run_id, 2 * args.runs).await?;
+    }
+    if all || args.only.contains(&Scenario::Loading) {
+        basic::loading(&client, &run_id, args.runs).await?;
+    }
+    if all || args.only.contains(&Scenario::Querying) {
+        basic::querying(&client, &run_id, args.runs).await?;
+    }
     if all || args.only.contains(&Scenario::Branching) {
         branching(&client, &run_id).await?;
     }
