@@ -80,21 +80,6 @@ impl PostgresCatalog {
         Ok(())
     }
 
-    /// Holds a fork's source checkpoint against deletion until the commit ends.
-    pub(super) async fn hold_source(
-        tx: &mut Transaction<'static, Postgres>,
-        source: Uuid,
-    ) -> Result<()> {
-        let held: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM checkpoints WHERE id = $1 FOR SHARE")
-                .bind(source)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(classify)?;
-        held.map(|_| ())
-            .ok_or_else(|| CatalogError::NotFound(format!("checkpoint {source}")))
-    }
-
     pub(super) async fn acquire_collector_impl(&self, holder: &str, ttl: Duration) -> Result<bool> {
         let taken = sqlx::query(
             "UPDATE gc_state SET holder = $1, lease_until = now() + $2 \
@@ -421,4 +406,4 @@ impl PostgresCatalog {
 }
 
 /// The advisory lock key of the collection barrier (an arbitrary constant: "ckpt" in ASCII).
-const COLLECTION_LOCK: i64 = 0x636b_7074;
+pub(super) const COLLECTION_LOCK: i64 = 0x636b_7074;

@@ -32,6 +32,7 @@ const CHECKPOINT_COLUMNS: &str = "c.id, s.name AS session, c.seq, c.branch, c.pa
      c.merge_parent_id, c.generation, c.created_at, c.metadata::text AS metadata, c.message, \
      c.manifest_root, c.entry_count, c.logical_bytes, c.stored_bytes";
 
+use self::gc::COLLECTION_LOCK;
 use self::rows::*;
 
 /// The catalog on a Postgres database.
@@ -112,46 +113,6 @@ impl PostgresCatalog {
         }
     }
 
-    /// Checks that the branch's head is `parent` and returns the new checkpoint's generation.
-    async fn check_head(
-        tx: &mut Transaction<'static, Postgres>,
-        session_id: i64,
-        cp: &NewCheckpoint,
-    ) -> Result<i64> {
-        let head: Option<Uuid> =
-            sqlx::query_scalar("SELECT head FROM branches WHERE session_id = $1 AND name = $2")
-                .bind(session_id)
-                .bind(&cp.branch)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(classify)?;
-        if head.is_some() && head != cp.parent {
-            return Err(CatalogError::HeadMoved {
-                branch: cp.branch.clone(),
-                current: head,
-            });
-        }
-        let mut generation = 1;
-        for parent in cp.parent.iter().chain(&cp.merge_parent) {
-            let parent_generation: Option<i64> = sqlx::query_scalar(
-                "SELECT generation FROM checkpoints WHERE id = $1 AND session_id = $2",
-            )
-            .bind(parent)
-            .bind(session_id)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(classify)?;
-            let parent_generation = parent_generation.ok_or_else(|| {
-                CatalogError::NotFound(format!(
-                    "parent checkpoint {parent} in session {}",
-                    cp.session
-                ))
-            })?;
-            generation = generation.max(parent_generation + 1);
-        }
-        Ok(generation)
-    }
-
     /// Registers new blobs stamped with `epoch` (stamping those registered meanwhile by someone
     /// else) and returns the stored bytes of those that were not there yet.
     async fn insert_blobs(
@@ -162,32 +123,7 @@ impl PostgresCatalog {
         if blobs.is_empty() {
             return Ok(0);
         }
-        let mut seen = HashSet::with_capacity(blobs.len());
-        let blobs: Vec<&NewBlob> = blobs.iter().filter(|b| seen.insert(b.hash)).collect();
-        let mut hashes = Vec::with_capacity(blobs.len());
-        let mut kinds = Vec::with_capacity(blobs.len());
-        let mut codecs = Vec::with_capacity(blobs.len());
-        let mut raw_lens = Vec::with_capacity(blobs.len());
-        let mut stored_lens = Vec::with_capacity(blobs.len());
-        let mut datas: Vec<Option<Vec<u8>>> = Vec::with_capacity(blobs.len());
-        let mut keys: Vec<Option<String>> = Vec::with_capacity(blobs.len());
-        for blob in blobs {
-            hashes.push(blob.hash.0.to_vec());
-            kinds.push(blob.kind as i16);
-            codecs.push(blob.codec as i16);
-            raw_lens.push(blob.raw_len as i64);
-            stored_lens.push(blob.stored_len as i64);
-            match &blob.location {
-                Location::Inline(data) => {
-                    datas.push(Some(data.to_vec()));
-                    keys.push(None);
-                }
-                Location::Object(key) => {
-                    datas.push(None);
-                    keys.push(Some(key.clone()));
-                }
-            }
-        }
+        let columns = BlobColumns::new(blobs);
         // UNNEST binds one array per column: any number of blobs in eight parameters. A row
         // that is already there is stamped instead (its row lock orders this commit against a
         // sweep deleting it); `xmax = 0` tells an inserted row from an updated one.
@@ -202,17 +138,84 @@ impl PostgresCatalog {
                  RETURNING stored_len, xmax = 0 AS inserted) \
              SELECT COALESCE(SUM(stored_len) FILTER (WHERE inserted), 0)::int8 FROM written",
         )
-        .bind(hashes)
-        .bind(kinds)
-        .bind(codecs)
-        .bind(raw_lens)
-        .bind(stored_lens)
-        .bind(datas)
-        .bind(keys)
+        .bind(columns.hashes)
+        .bind(columns.kinds)
+        .bind(columns.codecs)
+        .bind(columns.raw_lens)
+        .bind(columns.stored_lens)
+        .bind(columns.datas)
+        .bind(columns.keys)
         .bind(epoch)
         .fetch_one(&mut **tx)
         .await
         .map_err(classify)
+    }
+}
+
+/// New blobs as one array per `chunks` column, for an UNNEST insert: any number of blobs in
+/// seven parameters. A hash listed twice is kept once.
+struct BlobColumns {
+    hashes: Vec<Vec<u8>>,
+    kinds: Vec<i16>,
+    codecs: Vec<i16>,
+    raw_lens: Vec<i64>,
+    stored_lens: Vec<i64>,
+    datas: Vec<Option<Vec<u8>>>,
+    keys: Vec<Option<String>>,
+}
+
+impl BlobColumns {
+    fn new(blobs: &[NewBlob]) -> Self {
+        let mut seen = HashSet::with_capacity(blobs.len());
+        let blobs: Vec<&NewBlob> = blobs.iter().filter(|b| seen.insert(b.hash)).collect();
+        let mut columns = Self {
+            hashes: Vec::with_capacity(blobs.len()),
+            kinds: Vec::with_capacity(blobs.len()),
+            codecs: Vec::with_capacity(blobs.len()),
+            raw_lens: Vec::with_capacity(blobs.len()),
+            stored_lens: Vec::with_capacity(blobs.len()),
+            datas: Vec::with_capacity(blobs.len()),
+            keys: Vec::with_capacity(blobs.len()),
+        };
+        for blob in blobs {
+            columns.hashes.push(blob.hash.0.to_vec());
+            columns.kinds.push(blob.kind as i16);
+            columns.codecs.push(blob.codec as i16);
+            columns.raw_lens.push(blob.raw_len as i64);
+            columns.stored_lens.push(blob.stored_len as i64);
+            match &blob.location {
+                Location::Inline(data) => {
+                    columns.datas.push(Some(data.to_vec()));
+                    columns.keys.push(None);
+                }
+                Location::Object(key) => {
+                    columns.datas.push(None);
+                    columns.keys.push(Some(key.clone()));
+                }
+            }
+        }
+        columns
+    }
+}
+
+/// Maps the errors `ckpt_commit` raises (see its migration for the codes) to catalog errors.
+fn commit_error(err: sqlx::Error, branch: &str) -> CatalogError {
+    let Some(db) = err.as_database_error() else {
+        return classify(err);
+    };
+    let detail = db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .and_then(|e| e.detail())
+        .unwrap_or_default();
+    match db.code().as_deref() {
+        Some("CKH01") => CatalogError::HeadMoved {
+            branch: branch.to_owned(),
+            current: detail.parse().ok(),
+        },
+        Some("CKN01") => CatalogError::NotFound(db.message().to_owned()),
+        Some("CKA01") => crate::catalog::collected(detail.parse().unwrap_or(1)),
+        Some("CKU01") => CatalogError::Unavailable(db.message().to_owned()),
+        _ => classify(err),
     }
 }
 
@@ -285,85 +288,52 @@ impl Catalog for PostgresCatalog {
     }
 
     async fn commit(&self, cp: NewCheckpoint) -> Result<CheckpointRecord> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let epoch = Self::join_epoch(&mut tx).await?;
-
-        // The session row lock orders this commit against every other write to the session.
-        let session_id = match cp.parent {
-            None => Self::lock_or_create_session(&mut tx, &cp.session).await?,
-            Some(parent) => Self::lock_session(&mut tx, &cp.session)
-                .await?
-                .ok_or_else(|| {
-                    CatalogError::NotFound(format!(
-                        "parent checkpoint {parent} in session {}",
-                        cp.session
-                    ))
-                })?,
-        };
-        let generation = Self::check_head(&mut tx, session_id, &cp).await?;
-        let seq: i64 = sqlx::query_scalar(
-            "UPDATE sessions SET last_seq = last_seq + 1, checkpoint_count = checkpoint_count + 1, \
-             updated_at = now() WHERE id = $1 RETURNING last_seq",
-        )
-        .bind(session_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(classify)?;
-        let stored_bytes = Self::insert_blobs(&mut tx, &cp.blobs, epoch).await?;
-        Self::touch_reused(&mut tx, &cp.reused, epoch).await?;
-        if let Some(source) = cp.source {
-            Self::hold_source(&mut tx, source).await?;
-        }
-
-        let created_at: DateTime<Utc> = sqlx::query_scalar(
-            "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, merge_parent_id, \
-             generation, metadata, message, manifest_root, entry_count, logical_bytes, stored_bytes, search_text) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14) RETURNING created_at",
-        )
-        .bind(cp.id)
-        .bind(session_id)
-        .bind(seq)
-        .bind(&cp.branch)
-        .bind(cp.parent)
-        .bind(cp.merge_parent)
-        .bind(generation)
-        .bind(&cp.metadata)
-        .bind(&cp.message)
-        .bind(cp.manifest_root.map(|h| h.0.to_vec()))
-        .bind(cp.entry_count as i64)
-        .bind(cp.logical_bytes as i64)
-        .bind(stored_bytes)
-        .bind(&cp.search_text)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(classify)?;
-        sqlx::query(
-            "INSERT INTO branches (session_id, name, head) VALUES ($1, $2, $3) \
-             ON CONFLICT (session_id, name) DO UPDATE SET head = EXCLUDED.head, updated_at = now()",
-        )
-        .bind(session_id)
-        .bind(&cp.branch)
-        .bind(cp.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
+        // One round trip: `ckpt_commit` (migrations/postgres/…_commit_function.sql) runs every
+        // step of the commit inside the database, in the statement's own transaction.
+        let blobs = BlobColumns::new(&cp.blobs);
+        let reused: Vec<Vec<u8>> = cp
+            .reused
+            .iter()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .map(|h| h.0.to_vec())
+            .collect();
         let op = if cp.merge_parent.is_some() {
             "merge"
         } else {
             "commit"
         };
-        Self::log_ref(
-            &mut tx,
-            session_id,
-            RefKind::Branch,
-            &cp.branch,
-            cp.parent,
-            Some(cp.id),
-            op,
-        )
-        .await?;
-
-        tx.commit().await.map_err(classify)?;
+        let (seq, generation, created_at, stored_bytes): (i64, i64, DateTime<Utc>, i64) =
+            sqlx::query_as(
+                "SELECT seq, generation, created_at, stored_bytes FROM ckpt_commit( \
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+            )
+            .bind(COLLECTION_LOCK)
+            .bind(&cp.session)
+            .bind(&cp.branch)
+            .bind(cp.id)
+            .bind(cp.parent)
+            .bind(cp.merge_parent)
+            .bind(&cp.metadata)
+            .bind(&cp.message)
+            .bind(cp.manifest_root.map(|h| h.0.to_vec()))
+            .bind(cp.entry_count as i64)
+            .bind(cp.logical_bytes as i64)
+            .bind(&cp.search_text)
+            .bind(blobs.hashes)
+            .bind(blobs.kinds)
+            .bind(blobs.codecs)
+            .bind(blobs.raw_lens)
+            .bind(blobs.stored_lens)
+            .bind(blobs.datas)
+            .bind(blobs.keys)
+            .bind(reused)
+            .bind(cp.source)
+            .bind(op)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| commit_error(e, &cp.branch))?;
         Ok(CheckpointRecord {
             id: cp.id,
             session: cp.session,

@@ -28,6 +28,9 @@ use crate::core::hash::Hash;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
+/// Blob rows one insert statement writes.
+const INSERT_BATCH: usize = 1_000;
+
 /// How long a write waits for a lock held by another process before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -167,32 +170,44 @@ impl SqliteCatalog {
     ) -> Result<i64> {
         let mut stored = 0;
         let mut present = Vec::new();
-        for blob in blobs {
-            let (data, key) = match &blob.location {
-                Location::Inline(data) => (Some(data.to_vec()), None),
-                Location::Object(key) => (None, Some(key.as_str())),
-            };
-            let inserted = sqlx::query(
+        // Multi-row inserts, 9 parameters a row: far below SQLite's limit of 32,766 per
+        // statement. RETURNING names the rows inserted; the others were there already.
+        let mut seen = HashSet::with_capacity(blobs.len());
+        let blobs: Vec<&NewBlob> = blobs.iter().filter(|b| seen.insert(b.hash)).collect();
+        for batch in blobs.chunks(INSERT_BATCH) {
+            let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
                 "INSERT INTO chunks (hash, kind, codec, raw_len, stored_len, data, object_key, \
-                 created_at, touched_epoch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-                 ON CONFLICT (hash) DO NOTHING",
-            )
-            .bind(blob.hash.0.to_vec())
-            .bind(blob.kind as i64)
-            .bind(blob.codec as i64)
-            .bind(blob.raw_len as i64)
-            .bind(blob.stored_len as i64)
-            .bind(data)
-            .bind(key)
-            .bind(now)
-            .bind(epoch)
-            .execute(&mut **tx)
-            .await
-            .map_err(classify)?;
-            if inserted.rows_affected() == 1 {
-                stored += blob.stored_len as i64;
-            } else {
-                present.push(blob.hash);
+                 created_at, touched_epoch) ",
+            );
+            insert.push_values(batch, |mut row, blob| {
+                let (data, key) = match &blob.location {
+                    Location::Inline(data) => (Some(data.to_vec()), None),
+                    Location::Object(key) => (None, Some(key.clone())),
+                };
+                row.push_bind(blob.hash.0.to_vec())
+                    .push_bind(blob.kind as i64)
+                    .push_bind(blob.codec as i64)
+                    .push_bind(blob.raw_len as i64)
+                    .push_bind(blob.stored_len as i64)
+                    .push_bind(data)
+                    .push_bind(key)
+                    .push_bind(now)
+                    .push_bind(epoch);
+            });
+            insert.push(" ON CONFLICT (hash) DO NOTHING RETURNING hash");
+            let inserted: HashSet<Vec<u8>> = insert
+                .build_query_scalar::<Vec<u8>>()
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(classify)?
+                .into_iter()
+                .collect();
+            for blob in batch {
+                if inserted.contains(blob.hash.0.as_slice()) {
+                    stored += blob.stored_len as i64;
+                } else {
+                    present.push(blob.hash);
+                }
             }
         }
         Self::touch_reused(tx, &present, epoch).await?;
