@@ -19,6 +19,10 @@ use crate::catalog::{BlobKind, Location, NewBlob};
 /// enough to make one registry lookup per batch, small enough to bound memory per call.
 const FLUSH_BYTES: usize = 8 * 1024 * 1024;
 
+/// Raw blobs up to this size are compressed before the registry lookup, to learn whether they
+/// will be stored inline (and so need no lookup).
+const EARLY_ENCODE_BYTES: usize = 64 * 1024;
+
 /// Below this many bytes a batch is compressed on the calling task; above it, on the blocking
 /// pool, one task per blob, so a large upload uses every core.
 const PARALLEL_ENCODE_BYTES: usize = 256 * 1024;
@@ -111,6 +115,30 @@ impl BlobSink {
         }
         let batch = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
+        // Blobs small enough to live in their registry row skip the lookup: the commit inserts
+        // them or, when they are already there, stamps the existing row, so they are never
+        // stored twice and need no check that a sweep left them alone. That saves a round
+        // trip on every small write.
+        let inline_max = self.engine.config.inline_max_bytes;
+        let engine = &self.engine;
+        let batch = batch.into_iter().map(|(hash, kind, blob)| match blob {
+            // Compressing a small value takes microseconds: do it now to learn whether it
+            // will live inline.
+            Pending::Raw(raw) if raw.len() <= EARLY_ENCODE_BYTES => {
+                (hash, kind, Pending::Encoded(engine.encode(hash, raw)))
+            }
+            blob => (hash, kind, blob),
+        });
+        let (small, batch): (Vec<_>, Vec<_>) =
+            batch.partition(|(_, _, blob)| blob.len() <= inline_max);
+        self.missing.extend(
+            small
+                .into_iter()
+                .map(|(hash, kind, blob)| (kind, with_hash(hash, blob))),
+        );
+        if batch.is_empty() {
+            return Ok(());
+        }
         let hashes: Vec<Hash> = batch.iter().map(|(h, _, _)| *h).collect();
         let existing = self.engine.catalog.existing_blobs(&hashes).await?;
         for (hash, kind, blob) in batch {

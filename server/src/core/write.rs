@@ -106,7 +106,57 @@ impl CheckpointWriter {
     /// Starts a create, failing fast when the parent is unknown or the branch has moved (the
     /// commit checks the head again, atomically).
     pub async fn begin(engine: Arc<Engine>, header: CreateHeader) -> Result<Self, EngineError> {
-        let parent = match header.parent {
+        let parent = Self::parent_of(&engine, &header).await?;
+        let head = engine
+            .catalog
+            .branch_head(&header.session, &header.branch)
+            .await?;
+        if head.is_some() && head != header.parent {
+            return Err(EngineError::HeadMoved {
+                branch: header.branch.clone(),
+                current: head,
+            });
+        }
+        Ok(Self::new_with(engine, header, parent))
+    }
+
+    /// Starts a create whose every change is already in hand: nothing is gained by failing
+    /// before the commit, which checks the parent and the head atomically anyway, so only an
+    /// incremental create reads its parent first (for the manifest it builds on). A full
+    /// create then costs a single catalog round trip.
+    pub async fn begin_whole(
+        engine: Arc<Engine>,
+        header: CreateHeader,
+    ) -> Result<Self, EngineError> {
+        let parent = match header.mode {
+            Mode::Incremental => Self::parent_of(&engine, &header).await?,
+            Mode::Full => None,
+        };
+        Ok(Self::new_with(engine, header, parent))
+    }
+
+    fn new_with(
+        engine: Arc<Engine>,
+        header: CreateHeader,
+        parent: Option<CheckpointRecord>,
+    ) -> Self {
+        Self {
+            sink: BlobSink::new(Arc::clone(&engine)),
+            engine,
+            header,
+            parent,
+            edits: BTreeMap::new(),
+            changes: 0,
+            value: None,
+        }
+    }
+
+    /// The header's parent checkpoint, which must belong to its session.
+    async fn parent_of(
+        engine: &Engine,
+        header: &CreateHeader,
+    ) -> Result<Option<CheckpointRecord>, EngineError> {
+        Ok(match header.parent {
             Some(id) => {
                 let parent = engine.catalog.checkpoint(id).await?;
                 match parent {
@@ -120,25 +170,6 @@ impl CheckpointWriter {
                 }
             }
             None => None,
-        };
-        let head = engine
-            .catalog
-            .branch_head(&header.session, &header.branch)
-            .await?;
-        if head.is_some() && head != header.parent {
-            return Err(EngineError::HeadMoved {
-                branch: header.branch.clone(),
-                current: head,
-            });
-        }
-        Ok(Self {
-            sink: BlobSink::new(Arc::clone(&engine)),
-            engine,
-            header,
-            parent,
-            edits: BTreeMap::new(),
-            changes: 0,
-            value: None,
         })
     }
 
