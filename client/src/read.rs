@@ -1,6 +1,7 @@
 //! Reading a checkpoint's state: what to read ([`Target`], [`ReadFilter`]) and
 //! [`StateReader`], which walks the `ReadState` stream entry by entry and checks it as it goes.
 
+use std::collections::VecDeque;
 use std::fmt;
 
 use bytes::{Bytes, BytesMut};
@@ -114,6 +115,7 @@ impl ReadFilter {
             target: Some(target.into_wire()),
             prefix: self.prefix.unwrap_or_default(),
             keys: self.keys,
+            batch_entries: true,
         })
     }
 }
@@ -138,6 +140,8 @@ pub struct StateReader {
     checkpoint: Checkpoint,
     stream: ResponseStream,
     open: Option<OpenEntry>,
+    /// Whole entries received in a batch and not yet handed out.
+    batched: VecDeque<pb::Entry>,
 }
 
 /// The `ReadState` response stream; boxed so tests can feed wire messages without a server.
@@ -157,6 +161,8 @@ struct OpenEntry {
     key: String,
     size: u64,
     remaining: u64,
+    /// The whole value, when it came in a batch.
+    whole: Option<Bytes>,
 }
 
 impl StateReader {
@@ -175,6 +181,7 @@ impl StateReader {
             checkpoint,
             stream,
             open: None,
+            batched: VecDeque::new(),
         })
     }
 
@@ -188,26 +195,47 @@ impl StateReader {
     pub async fn next_entry(&mut self) -> Result<Option<EntryHeader>, Error> {
         while self.next_piece().await?.is_some() {}
 
-        match next_part(&mut self.stream).await? {
-            None => Ok(None),
-            Some(Part::Entry(header)) => {
-                self.open = Some(OpenEntry {
-                    key: header.key.clone(),
-                    size: header.size,
-                    remaining: header.size,
-                });
-                Ok(Some(EntryHeader {
-                    key: header.key,
-                    size: header.size,
-                }))
-            }
-            Some(Part::Data(_)) => Err(Error::Protocol(
-                "ReadState sent value bytes outside an entry".into(),
-            )),
-            Some(Part::Checkpoint(_)) => {
-                Err(Error::Protocol("ReadState sent a second checkpoint".into()))
+        if self.batched.is_empty() {
+            match next_part(&mut self.stream).await? {
+                None => return Ok(None),
+                Some(Part::Entry(header)) => {
+                    self.open = Some(OpenEntry {
+                        key: header.key.clone(),
+                        size: header.size,
+                        remaining: header.size,
+                        whole: None,
+                    });
+                    return Ok(Some(EntryHeader {
+                        key: header.key,
+                        size: header.size,
+                    }));
+                }
+                Some(Part::Entries(batch)) if batch.entries.is_empty() => {
+                    return Err(Error::Protocol("ReadState sent an empty batch".into()));
+                }
+                Some(Part::Entries(batch)) => self.batched.extend(batch.entries),
+                Some(Part::Data(_)) => {
+                    return Err(Error::Protocol(
+                        "ReadState sent value bytes outside an entry".into(),
+                    ));
+                }
+                Some(Part::Checkpoint(_)) => {
+                    return Err(Error::Protocol("ReadState sent a second checkpoint".into()));
+                }
             }
         }
+        let entry = self.batched.pop_front().expect("a batch has entries");
+        let size = entry.value.len() as u64;
+        self.open = Some(OpenEntry {
+            key: entry.key.clone(),
+            size,
+            remaining: size,
+            whole: Some(entry.value),
+        });
+        Ok(Some(EntryHeader {
+            key: entry.key,
+            size,
+        }))
     }
 
     /// The next piece of the current entry's value, or `None` once all its bytes were returned.
@@ -218,6 +246,12 @@ impl StateReader {
         if open.remaining == 0 {
             self.open = None;
             return Ok(None);
+        }
+        if let Some(open) = self.open.as_mut()
+            && let Some(whole) = open.whole.take()
+        {
+            open.remaining = 0;
+            return Ok(Some(whole));
         }
 
         let part = next_part(&mut self.stream).await?;
@@ -384,6 +418,68 @@ mod tests {
             matches!(extra_piece, Err(Error::Protocol(_))),
             "{extra_piece:?}"
         );
+    }
+
+    fn batch(entries: &[(&str, &'static [u8])]) -> Part {
+        Part::Entries(pb::EntryBatch {
+            entries: entries
+                .iter()
+                .map(|(key, value)| pb::Entry {
+                    key: (*key).into(),
+                    value: Bytes::from_static(value),
+                })
+                .collect(),
+        })
+    }
+
+    #[tokio::test]
+    async fn batched_entries_mix_with_streamed_ones() {
+        let state = read(vec![
+            Ok(checkpoint()),
+            Ok(batch(&[("a", b"1"), ("b", b""), ("c", b"333")])),
+            Ok(entry("d", 4)),
+            Ok(data(b"44")),
+            Ok(data(b"44")),
+            Ok(batch(&[("e", b"5")])),
+        ])
+        .await
+        .unwrap();
+        let got: Vec<(&str, &[u8])> = state.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", &b"1"[..]),
+                ("b", b""),
+                ("c", b"333"),
+                ("d", b"4444"),
+                ("e", b"5")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_cannot_interrupt_a_streamed_value_or_repeat_a_key() {
+        let interrupted = read(vec![
+            Ok(checkpoint()),
+            Ok(entry("a", 2)),
+            Ok(data(b"x")),
+            Ok(batch(&[("b", b"1")])),
+        ])
+        .await;
+        assert!(
+            matches!(interrupted, Err(Error::Protocol(_))),
+            "{interrupted:?}"
+        );
+
+        let repeated = read(vec![
+            Ok(checkpoint()),
+            Ok(batch(&[("a", b"1"), ("a", b"2")])),
+        ])
+        .await;
+        assert!(matches!(repeated, Err(Error::Protocol(_))), "{repeated:?}");
+
+        let empty = read(vec![Ok(checkpoint()), Ok(batch(&[]))]).await;
+        assert!(matches!(empty, Err(Error::Protocol(_))), "{empty:?}");
     }
 
     #[tokio::test]

@@ -457,6 +457,71 @@ async fn a_large_full_state_round_trips_through_the_streamed_upload(setup: Setup
     assert_eq!(got, expected);
 }
 
+/// Reads a whole state over the raw wire, returning its entries in order and how many
+/// messages carried them.
+async fn read_raw(env: &TestEnv, id: &str, batch_entries: bool) -> (Vec<(String, Vec<u8>)>, usize) {
+    use ckpt_proto::v1::{
+        ReadStateRequest, checkpoint_service_client::CheckpointServiceClient, read_state_request,
+        read_state_response::Part,
+    };
+    let mut raw = CheckpointServiceClient::connect(env.url())
+        .await
+        .unwrap()
+        .max_decoding_message_size(64 << 20);
+    let request = ReadStateRequest {
+        target: Some(read_state_request::Target::CheckpointId(id.into())),
+        batch_entries,
+        ..Default::default()
+    };
+    let mut stream = raw.read_state(request).await.unwrap().into_inner();
+    let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut messages = 0;
+    while let Some(message) = stream.message().await.unwrap() {
+        messages += 1;
+        match message.part.unwrap() {
+            Part::Checkpoint(_) => {}
+            Part::Entry(header) => entries.push((header.key, Vec::new())),
+            Part::Data(bytes) => entries.last_mut().unwrap().1.extend_from_slice(&bytes),
+            Part::Entries(batch) => {
+                assert!(batch_entries, "a batch sent to a caller that did not ask");
+                entries.extend(batch.entries.into_iter().map(|e| (e.key, e.value.to_vec())));
+            }
+        }
+    }
+    (entries, messages)
+}
+
+async fn small_values_are_batched_only_for_callers_that_ask(setup: Setup) {
+    let env = TestEnv::start(setup).await;
+    let mut state = State::new();
+    for i in 0..600 {
+        state.insert(format!("k/{i:04}"), Bytes::from(noise(700 + i, i as u64)));
+    }
+    state.insert("k/empty".into(), Bytes::new());
+    state.insert("k/large".into(), Bytes::from(noise(300_000, 9)));
+    let cp = env
+        .client
+        .create(NewCheckpoint::full("batched", state.clone()))
+        .await
+        .unwrap();
+    let expected: Vec<(String, Vec<u8>)> =
+        state.iter().map(|(k, v)| (k.clone(), v.to_vec())).collect();
+
+    let (plain, plain_messages) = read_raw(&env, &cp.id, false).await;
+    assert_eq!(plain, expected);
+    // The checkpoint, then a header and one data message per non-empty small value.
+    assert!(plain_messages > 2 * 600, "{plain_messages} messages");
+
+    let (batched, batched_messages) = read_raw(&env, &cp.id, true).await;
+    assert_eq!(batched, expected);
+    assert!(
+        batched_messages < plain_messages / 4,
+        "{batched_messages} batched messages against {plain_messages}"
+    );
+    // The client library asks for batches and reads them back exactly.
+    assert_eq!(load(&env.client, &cp.id).await, state);
+}
+
 async fn a_client_that_asks_for_compression_round_trips(setup: Setup) {
     let env = TestEnv::start(setup).await;
     let client = Client::connect(env.url()).await.unwrap().with_compression();
@@ -474,6 +539,7 @@ async fn a_client_that_asks_for_compression_round_trips(setup: Setup) {
 }
 
 on_every_setup!(
+    small_values_are_batched_only_for_callers_that_ask,
     a_client_that_asks_for_compression_round_trips,
     full_and_incremental_states_load_byte_for_byte,
     identical_content_is_stored_once_across_sessions,

@@ -29,15 +29,54 @@ pub struct ReadFilter {
     pub keys: Vec<String>,
 }
 
-/// One step of a state stream: an entry starts, then its value's bytes follow in pieces.
+/// One step of a state stream: a small value whole, or an entry's start followed by its
+/// value's bytes in pieces.
 #[derive(Clone, Debug)]
 pub enum ReadEvent {
-    Entry { key: String, size: u64 },
+    /// Consecutive values of at most 64 KiB each, whole, up to about 256 KiB together.
+    Values(Vec<(String, Bytes)>),
+    /// A larger value starts: `Data` events carrying exactly `size` bytes follow.
+    Entry {
+        key: String,
+        size: u64,
+    },
     Data(Bytes),
 }
 
+/// Values up to this size are sent whole, gathered into [`ReadEvent::Values`].
+const WHOLE_VALUE_BYTES: u64 = 64 * 1024;
+/// Gathered whole values are sent once they reach this many bytes.
+const VALUES_BYTES: usize = 256 * 1024;
+
 /// Events buffered between the reading task and the caller.
 const READ_BUFFER: usize = 16;
+
+/// Entries are gathered until they reference this many chunks, and their registry rows read
+/// in one query: a state of a thousand small values costs one round trip, not one per page.
+const RECORDS_BATCH: usize = 1024;
+
+/// Entries waiting for their registry rows.
+#[derive(Default)]
+struct Pending {
+    entries: Vec<LeafEntry>,
+    chunks: usize,
+}
+
+impl Pending {
+    fn push(&mut self, entry: LeafEntry) {
+        self.chunks += entry.chunks.len().max(1);
+        self.entries.push(entry);
+    }
+
+    fn is_full(&self) -> bool {
+        self.chunks >= RECORDS_BATCH
+    }
+
+    fn take(&mut self) -> Vec<LeafEntry> {
+        self.chunks = 0;
+        std::mem::take(&mut self.entries)
+    }
+}
 
 impl Engine {
     /// Finds the checkpoint a read names.
@@ -98,6 +137,7 @@ impl Engine {
         };
         let mut cursor = Cursor::new(&loader, root.page, 0).await.map_err(lost)?;
 
+        let mut pending = Pending::default();
         if !filter.keys.is_empty() {
             let mut keys = filter.keys;
             keys.sort();
@@ -105,31 +145,40 @@ impl Engine {
             for key in keys {
                 let page = cursor.seek(&key).await.map_err(lost)?;
                 if let Ok(i) = page.entries.binary_search_by(|e| e.key.as_str().cmp(&key)) {
-                    self.send_entries(cp.id, &page.entries[i..=i], tx).await?;
+                    pending.push(page.entries[i].clone());
+                }
+                if pending.is_full() && !self.send_entries(cp.id, &pending.take(), tx).await? {
+                    return Ok(());
                 }
             }
+            self.send_entries(cp.id, &pending.take(), tx).await?;
             return Ok(());
         }
 
         let prefix = filter.prefix;
         let mut page = Some(cursor.seek(&prefix).await.map_err(lost)?);
         while let Some(current) = page {
-            let matching: Vec<LeafEntry> = current
+            for entry in current
                 .entries
                 .iter()
                 .filter(|e| e.key.starts_with(&prefix))
-                .cloned()
-                .collect();
+            {
+                pending.push(entry.clone());
+            }
             // Keys under a prefix are contiguous: a key past the prefix ends the scan.
             let past = current
                 .entries
                 .last()
                 .is_some_and(|e| e.key > prefix && !e.key.starts_with(&prefix));
-            if !self.send_entries(cp.id, &matching, tx).await? || past {
+            if past {
+                break;
+            }
+            if pending.is_full() && !self.send_entries(cp.id, &pending.take(), tx).await? {
                 return Ok(());
             }
             page = cursor.next_page().await.map_err(lost)?;
         }
+        self.send_entries(cp.id, &pending.take(), tx).await?;
         Ok(())
     }
 
@@ -147,15 +196,66 @@ impl Engine {
         }
     }
 
-    /// Sends entries and their verified bytes; returns false when the receiver has gone.
+    /// Sends entries and their verified bytes; returns false when the receiver has gone. The
+    /// chunks of all the entries are fetched several at a time, across entries, in order.
     async fn send_entries(
         &self,
         checkpoint: Uuid,
         entries: &[LeafEntry],
         tx: &mpsc::Sender<Result<ReadEvent, EngineError>>,
     ) -> Result<bool, EngineError> {
+        if entries.is_empty() {
+            return Ok(true);
+        }
         let records = self.records_for(checkpoint, entries).await?;
+        let chunks: Vec<BlobRecord> = entries
+            .iter()
+            .flat_map(|e| e.chunks.iter().map(|c| records[&c.hash].clone()))
+            .collect();
+        let mut blobs = self.fetch_blobs(chunks);
+        let mut values = Vec::new();
+        let mut values_bytes = 0;
         for entry in entries {
+            let lost = |f: super::engine::BlobFault| f.into_error(checkpoint, Some(&entry.key));
+            if entry.size <= WHOLE_VALUE_BYTES {
+                let mut pieces = Vec::with_capacity(entry.chunks.len());
+                for _ in &entry.chunks {
+                    let (_, bytes) = blobs
+                        .next()
+                        .await
+                        .expect("one blob per chunk")
+                        .map_err(lost)?;
+                    pieces.push(bytes);
+                }
+                let value: Bytes = match pieces.len() {
+                    0 => Bytes::new(),
+                    1 => pieces.pop().expect("one piece"),
+                    _ => pieces.concat().into(),
+                };
+                values_bytes += value.len();
+                values.push((entry.key.clone(), value));
+                if values_bytes >= VALUES_BYTES {
+                    values_bytes = 0;
+                    if tx
+                        .send(Ok(ReadEvent::Values(std::mem::take(&mut values))))
+                        .await
+                        .is_err()
+                    {
+                        return Ok(false);
+                    }
+                }
+                continue;
+            }
+            if !values.is_empty() {
+                values_bytes = 0;
+                if tx
+                    .send(Ok(ReadEvent::Values(std::mem::take(&mut values))))
+                    .await
+                    .is_err()
+                {
+                    return Ok(false);
+                }
+            }
             let event = ReadEvent::Entry {
                 key: entry.key.clone(),
                 size: entry.size,
@@ -163,18 +263,19 @@ impl Engine {
             if tx.send(Ok(event)).await.is_err() {
                 return Ok(false);
             }
-            let chunks: Vec<BlobRecord> = entry
-                .chunks
-                .iter()
-                .map(|c| records[&c.hash].clone())
-                .collect();
-            let mut blobs = self.fetch_blobs(chunks);
-            while let Some(blob) = blobs.next().await {
-                let (_, bytes) = blob.map_err(|f| f.into_error(checkpoint, Some(&entry.key)))?;
+            for _ in &entry.chunks {
+                let (_, bytes) = blobs
+                    .next()
+                    .await
+                    .expect("one blob per chunk")
+                    .map_err(lost)?;
                 if tx.send(Ok(ReadEvent::Data(bytes))).await.is_err() {
                     return Ok(false);
                 }
             }
+        }
+        if !values.is_empty() && tx.send(Ok(ReadEvent::Values(values))).await.is_err() {
+            return Ok(false);
         }
         Ok(true)
     }

@@ -4,6 +4,7 @@
 mod convert;
 mod gc;
 mod refs;
+mod state;
 mod status;
 
 use std::pin::Pin;
@@ -21,8 +22,7 @@ use tracing::{debug, instrument};
 
 use self::status::too_large_is_exhausted;
 use crate::core::{
-    CheckpointWriter, CreateHeader, Engine, EngineError, Mode, ReadEvent, ReadFilter, ReadTarget,
-    validate,
+    CheckpointWriter, CreateHeader, Engine, EngineError, Mode, ReadFilter, ReadTarget, validate,
 };
 
 /// Page size when a list request names none.
@@ -63,7 +63,7 @@ impl CheckpointService for CheckpointApi {
             mode,
         )?;
 
-        let mut writer = CheckpointWriter::begin(Arc::clone(&self.engine), header).await?;
+        let mut writer = CheckpointWriter::begin_whole(Arc::clone(&self.engine), header).await?;
         for (i, change) in req.changes.into_iter().enumerate() {
             match change.op {
                 Some(change::Op::Put(entry)) => {
@@ -190,15 +190,8 @@ impl CheckpointService for CheckpointApi {
                 checkpoint,
             ))),
         };
-        let rest = ReceiverStream::new(events).map(|event| {
-            let part = match event.map_err(Status::from)? {
-                ReadEvent::Entry { key, size } => {
-                    read_state_response::Part::Entry(v1::EntryHeader { key, size })
-                }
-                ReadEvent::Data(bytes) => read_state_response::Part::Data(bytes),
-            };
-            Ok(v1::ReadStateResponse { part: Some(part) })
-        });
+        let rest = state::parts(events, req.batch_entries)
+            .map(|part| part.map(|part| v1::ReadStateResponse { part: Some(part) }));
         let stream = tokio_stream::once(Ok(first)).chain(rest);
         Ok(Response::new(Box::pin(stream)))
     }

@@ -324,8 +324,12 @@ async fn value_of(
     let mut events = engine.read(record, filter)?;
     let mut value = Vec::new();
     while let Some(event) = events.recv().await {
-        if let crate::core::ReadEvent::Data(bytes) = event? {
-            value.extend_from_slice(&bytes);
+        match event? {
+            crate::core::ReadEvent::Values(mut values) => {
+                return Ok(values.pop().map(|(_, value)| value).unwrap_or_default());
+            }
+            crate::core::ReadEvent::Data(bytes) => value.extend_from_slice(&bytes),
+            crate::core::ReadEvent::Entry { .. } => {}
         }
     }
     Ok(Bytes::from(value))
