@@ -60,8 +60,17 @@ bench_smoke() {
         target/debug/ckpt-bench run --server "http://127.0.0.1:$port" --call get -n 1 >/dev/null 2>&1 && break
         sleep 0.1
     done
-    target/debug/ckpt-bench run --server "http://127.0.0.1:$port" --call create --size 10KB -c 4 -n 40 --cleanup || rc=$?
-    target/debug/ckpt-bench scenarios --server "http://127.0.0.1:$port" --merge-runs 1 --runs 1 || rc=$?
+    local call
+    for call in create create-incremental load get list search diff merge branch; do
+        target/debug/ckpt-bench run --server "http://127.0.0.1:$port" --call "$call" --keys 10 \
+            --change-keys 6 -c 2 -n 10 --cleanup >/dev/null || rc=$?
+    done
+    target/debug/ckpt-bench scenarios --server "http://127.0.0.1:$port" --merge-runs 1 --runs 1 \
+        --database "$data/catalog.db" || rc=$?
+    target/debug/ckpt-bench limits --duration 200ms --database "$DATABASE_URL" || rc=$?
+    # The LangGraph peer (installs its pinned packages into target/peer-venv once).
+    DSN="${DATABASE_URL%/*}/langgraph_bench" DURATION=0.2 WARMUP=0.1 \
+        benches/peer/langgraph/run.sh "$data/peer.jsonl" >/dev/null || rc=$?
     kill "$pid"; wait "$pid" 2>/dev/null || true
     rm -rf "$data"
     return "$rc"

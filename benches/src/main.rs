@@ -1,8 +1,11 @@
 //! ckpt-bench: a ghz-style load generator for checkpointd. `ckpt-bench run` drives one call at
 //! a fixed concurrency (optionally a fixed rate) for a number of calls or a duration, and
 //! reports latency percentiles, a histogram, throughput and status codes as text or JSON.
+//! `ckpt-bench scenarios` runs the reference benchmark's scenarios; `ckpt-bench limits`
+//! measures the machine's ceilings the figures are compared with.
 
 mod calls;
+mod limits;
 mod payload;
 mod report;
 mod run;
@@ -28,6 +31,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Run the reference benchmark's scenarios and print each figure beside its bar.
     Scenarios(scenarios::ScenarioArgs),
+    /// Measure the machine's ceilings: PostgreSQL commits, zstd, BLAKE3 and bare gRPC calls.
+    Limits(limits::LimitsArgs),
 }
 
 #[tokio::main]
@@ -35,6 +40,7 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Run(args) => run::run(*args).await,
         Command::Scenarios(args) => scenarios::run(args).await,
+        Command::Limits(args) => limits::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,12 +5,15 @@
 //! Adding a call: a [`Call`] variant, a module with its setup and `Worker`, a [`Worker`]
 //! variant, and one arm in [`prepare`] and in [`Worker::call`].
 
+mod branch;
 mod create;
+mod diff;
 mod get;
 mod heads;
 mod incremental;
 mod list;
 mod load;
+mod merge;
 mod search;
 mod seed;
 
@@ -46,6 +49,12 @@ pub(crate) enum Call {
     List,
     /// Search: one page of `--page-size` results for `--query`.
     Search,
+    /// Diff of two consecutive pre-created checkpoints: first page of `--page-size` changes.
+    Diff,
+    /// Merge of one branch into another as a dry run (computed and reported, not written).
+    Merge,
+    /// CreateBranch at a pre-created checkpoint, a new name every call.
+    Branch,
 }
 
 impl Call {
@@ -58,12 +67,18 @@ impl Call {
             Call::Get => "get",
             Call::List => "list",
             Call::Search => "search",
+            Call::Diff => "diff",
+            Call::Merge => "merge",
+            Call::Branch => "branch",
         }
     }
 
     /// Whether the call writes: writers move session heads, so each needs its own sessions.
     pub(crate) fn writes(self) -> bool {
-        matches!(self, Call::Create | Call::CreateIncremental)
+        matches!(
+            self,
+            Call::Create | Call::CreateIncremental | Call::Merge | Call::Branch
+        )
     }
 }
 
@@ -126,6 +141,12 @@ pub(crate) enum Worker {
     List(list::Worker),
     /// See [`Call::Search`].
     Search(search::Worker),
+    /// See [`Call::Diff`].
+    Diff(diff::Worker),
+    /// See [`Call::Merge`].
+    Merge(merge::Worker),
+    /// See [`Call::Branch`].
+    Branch(branch::Worker),
 }
 
 /// Does `call`'s setup and returns its workers, one per concurrent caller.
@@ -159,6 +180,21 @@ pub(crate) async fn prepare(call: Call, ctx: &Context) -> anyhow::Result<Vec<Wor
             .into_iter()
             .map(Worker::Search)
             .collect(),
+        Call::Diff => diff::prepare(ctx)
+            .await?
+            .into_iter()
+            .map(Worker::Diff)
+            .collect(),
+        Call::Merge => merge::prepare(ctx)
+            .await?
+            .into_iter()
+            .map(Worker::Merge)
+            .collect(),
+        Call::Branch => branch::prepare(ctx)
+            .await?
+            .into_iter()
+            .map(Worker::Branch)
+            .collect(),
     };
     Ok(workers)
 }
@@ -173,6 +209,9 @@ impl Worker {
             Worker::Get(w) => w.call(seq, timeout).await,
             Worker::List(w) => w.call(seq, timeout).await,
             Worker::Search(w) => w.call(seq, timeout).await,
+            Worker::Diff(w) => w.call(seq, timeout).await,
+            Worker::Merge(w) => w.call(seq, timeout).await,
+            Worker::Branch(w) => w.call(seq, timeout).await,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! would measure a hash lookup instead of a write. Each key's value is built once as a template
 //! with stamp slots; a request copies the template and writes its nonce into every slot.
 
-mod json;
+pub(crate) mod json;
 pub(crate) mod rng;
 
 use bytes::Bytes;

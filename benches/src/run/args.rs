@@ -299,7 +299,8 @@ mod tests {
         assert!(parse(&["--rate", "fast"]).is_err());
         assert!(parse(&["-c", "0"]).is_err());
         assert!(parse(&["--size", "10 parsecs"]).is_err());
-        assert!(parse(&["--call", "merge"]).is_err());
+        assert!(parse(&["--call", "rebase"]).is_err());
+        assert!(parse(&["--call", "merge"]).is_ok());
         assert!(parse(&["--page-size", "1001"]).is_err());
     }
 

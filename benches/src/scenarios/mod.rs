@@ -1,8 +1,9 @@
 //! `ckpt-bench scenarios`: the reference benchmark's scenarios, end to end over gRPC, each
-//! figure printed beside the reference bar. So far: creates, incremental creates, loads,
-//! queries, branching and merging (collection at scale: server/tests/collection_scale.rs).
+//! figure printed beside the reference bar: creates, incremental creates, loads, queries,
+//! branching, merging and collection.
 
 mod basic;
+mod collection;
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,9 @@ pub(crate) enum Scenario {
     Branching,
     /// Merges of 200-file states with 0, 10, 50 and 100 conflicting files.
     Merging,
+    /// Collection of 1,000 checkpoints aged over 90 days under 7-, 30- and 60-day retention
+    /// (needs `--database`).
+    Collection,
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +48,10 @@ pub(crate) struct ScenarioArgs {
     /// this many.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
+    /// The server's catalog (`postgres://…` or the SQLite file, `DATA_DIR/catalog.db`), for
+    /// the collection scenario to age its checkpoints; without it that scenario is skipped.
+    #[arg(long, env = "CKPT_BENCH_DATABASE")]
+    database: Option<String>,
 }
 
 pub(crate) async fn run(args: ScenarioArgs) -> anyhow::Result<()> {
@@ -73,6 +81,18 @@ pub(crate) async fn run(args: ScenarioArgs) -> anyhow::Result<()> {
     }
     if all || args.only.contains(&Scenario::Merging) {
         merging(&client, &run_id, args.merge_runs).await?;
+    }
+    if all || args.only.contains(&Scenario::Collection) {
+        match &args.database {
+            Some(spec) => {
+                let catalog = collection::Catalog::open(spec).await?;
+                collection::collection(&client, &run_id, &catalog).await?;
+            }
+            None => println!(
+                "{:<34} skipped: needs --database to age checkpoints",
+                "collection"
+            ),
+        }
     }
     Ok(())
 }
