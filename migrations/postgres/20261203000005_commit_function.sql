@@ -48,6 +48,7 @@ DECLARE
     v_head       UUID;
     v_parent     UUID;
     v_parent_gen BIGINT;
+    v_parent_session BIGINT;
     v_present    BIGINT;
     v_reused     INT;
 BEGIN
@@ -85,9 +86,12 @@ BEGIN
     generation := 1;
     FOREACH v_parent IN ARRAY ARRAY[p_parent, p_merge_parent] LOOP
         CONTINUE WHEN v_parent IS NULL;
-        SELECT c.generation INTO v_parent_gen FROM checkpoints c
-            WHERE c.id = v_parent AND c.session_id = v_session_id;
-        IF NOT FOUND THEN
+        -- By id alone, the session compared after: with the session in the WHERE clause, a
+        -- generic plan cached while the table was small scans the whole session by the
+        -- (session_id, branch, seq) index, a cost that grew with every checkpoint.
+        SELECT c.generation, c.session_id INTO v_parent_gen, v_parent_session FROM checkpoints c
+            WHERE c.id = v_parent;
+        IF NOT FOUND OR v_parent_session <> v_session_id THEN
             RAISE EXCEPTION USING ERRCODE = 'CKN01',
                 MESSAGE = format('parent checkpoint %s in session %s', v_parent, p_session);
         END IF;

@@ -13,6 +13,7 @@ use ckpt_server::catalog::{
 };
 use ckpt_server::core::codec::Codec;
 use ckpt_server::core::hash::Hash;
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 #[derive(Clone, Copy, Debug)]
@@ -475,3 +476,82 @@ on_every_catalog!(
     text_is_stored_verbatim,
     listings_filter_by_tag_metadata_time_and_message,
 );
+
+/// Regression: the commit looked its parent up by id *and* session. Under a generic plan (the
+/// plan a pooled connection settles on after five calls) PostgreSQL served that from the
+/// (session_id, branch, seq) index, reading every checkpoint of the session, so each create
+/// cost more than the one before (466 creates/s fell from 950 on a session of a few thousand).
+/// Generic plans are forced here so the test does not depend on the planner's statistics.
+#[tokio::test(flavor = "multi_thread")]
+async fn commits_and_ref_moves_do_not_scan_the_session_under_generic_plans() {
+    let url = common::fresh_database().await;
+    let name = url.rsplit_once('/').unwrap().1.to_owned();
+    let mut admin = PgConnection::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {name} SET plan_cache_mode = force_generic_plan"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let cat = catalog::open(&url, 2, Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    const CREATES: usize = 200;
+    let mut parent = None;
+    for _ in 0..CREATES {
+        parent = Some(cat.commit(new_cp("long", "main", parent)).await.unwrap().id);
+    }
+    let head = parent.unwrap();
+    for i in 0..20 {
+        cat.create_branch("long", &format!("b{i}"), head)
+            .await
+            .unwrap();
+        cat.set_tag("long", &format!("t{i}"), head, None)
+            .await
+            .unwrap();
+    }
+    drop(cat);
+
+    // Backends report their statistics when they exit: wait for the pool's to go.
+    let mut exited = false;
+    for _ in 0..100 {
+        let live: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        if live == 0 {
+            exited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(exited, "the catalog's connections did not close");
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (scans, read): (i64, i64) = sqlx::query_as(
+        "SELECT idx_scan, idx_tup_read FROM pg_stat_user_indexes \
+         WHERE indexrelname = 'checkpoints_by_branch'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    // Scanning the session once per call would read about CREATES^2 / 2 = 20,000 entries.
+    assert!(
+        read < CREATES as i64,
+        "{read} index entries read in {scans} scans of checkpoints_by_branch"
+    );
+    // The pkey lookups did happen, so the statistics were reported at all.
+    let by_id: i64 = sqlx::query_scalar(
+        "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'checkpoints_pkey'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(by_id >= CREATES as i64 - 1, "{by_id} lookups by id");
+}

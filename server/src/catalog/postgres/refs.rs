@@ -55,16 +55,20 @@ impl PostgresCatalog {
         session: &str,
         id: Uuid,
     ) -> Result<()> {
-        let found: Option<Uuid> =
-            sqlx::query_scalar("SELECT id FROM checkpoints WHERE id = $1 AND session_id = $2")
+        // By id alone: with the session in the WHERE clause too, a generic plan may scan the
+        // whole session through the (session_id, branch, seq) index.
+        let owner: Option<i64> =
+            sqlx::query_scalar("SELECT session_id FROM checkpoints WHERE id = $1")
                 .bind(id)
-                .bind(session_id)
                 .fetch_optional(&mut **tx)
                 .await
                 .map_err(classify)?;
-        found
-            .map(|_| ())
-            .ok_or_else(|| CatalogError::NotFound(format!("checkpoint {id} in session {session}")))
+        match owner {
+            Some(owner) if owner == session_id => Ok(()),
+            _ => Err(CatalogError::NotFound(format!(
+                "checkpoint {id} in session {session}"
+            ))),
+        }
     }
 
     pub(super) async fn head_of(
