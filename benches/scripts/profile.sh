@@ -54,4 +54,13 @@ perf script -i "$work/machine.data" 2>/dev/null | inferno-collapse-perf --pid >"
 # Group by process name, not by pid: one tower per program.
 sed -E 's/^([^;]*)-[0-9]+(\/[0-9]+)?;/\1;/' "$work/machine.folded" |
     inferno-flamegraph --title "whole machine: $name" >"$out/$name-machine.svg"
+# In text too: each program's share of the machine's samples, and the server's hottest leaves.
+echo "share of machine samples by program:"
+awk '{c = $NF; split($0, f, ";"); p = f[1]; sub(/-[0-9?]+(\/[0-9]+)?$/, "", p); n[p] += c; t += c}
+     END {for (p in n) printf "  %5.1f %%  %s\n", 100 * n[p] / t, p}' "$work/machine.folded" |
+    sort -rn | head -8
+echo "server's hottest functions (self samples):"
+awk '{c = $NF; sub(/ [0-9]+$/, ""); k = split($0, f, ";"); n[f[k]] += c; t += c}
+     END {for (x in n) printf "  %5.1f %%  %s\n", 100 * n[x] / t, substr(x, 1, 110)}' \
+    "$work/server.folded" | sort -rn | head -25
 echo "wrote $out/$name-server.svg and $out/$name-machine.svg"
