@@ -33,8 +33,8 @@ measure() {
         python3 -c '
 import json, sys
 r = json.load(sys.stdin)
-l = r["latency_ms"]
-print(f"{sys.argv[1]:<52} {r[\"rps\"]:>8,.0f} /s   p50 {l[\"p50\"]:>6.2f} ms   p99 {l[\"p99\"]:>6.2f} ms")
+rps, p50, p99 = r["rps"], r["latency_ms"]["p50"], r["latency_ms"]["p99"]
+print(f"{sys.argv[1]:<52} {rps:>8,.0f} /s   p50 {p50:>6.2f} ms   p99 {p99:>6.2f} ms")
 ' "$label"
 }
 
