@@ -47,6 +47,11 @@ pub struct SqliteCatalog {
     reader: SqlitePool,
 }
 
+/// Bytes of the database file each connection maps into memory for reading.
+const MMAP_BYTES: u64 = 1 << 30;
+/// Page cache per connection, as SQLite takes it: a negative number of KiB.
+const CACHE_KIB: i64 = -32 * 1024;
+
 impl SqliteCatalog {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub async fn open(path: &Path, read_connections: u32) -> Result<Self> {
@@ -62,7 +67,13 @@ impl SqliteCatalog {
             // FULL: a commit that returned survives a power cut, not only a crash.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // SQLite's default page cache is 2 MiB per connection: a catalog holding small
+            // values inline outgrows it at once, and every insert then re-read its b-tree
+            // pages with read(2) (a create of 1,000 small values took 160 ms). Pages are read
+            // through a memory map instead, and each connection caches up to 32 MiB.
+            .pragma("mmap_size", MMAP_BYTES.to_string())
+            .pragma("cache_size", CACHE_KIB.to_string());
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(60))
