@@ -59,6 +59,14 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.cleanup {
         cleanup(&ctx).await;
     }
+    // The report is out either way; the exit code tells scripts whether every call succeeded.
+    let failed = record.count - record.codes.get(crate::stats::OK).copied().unwrap_or(0);
+    anyhow::ensure!(record.count > 0, "no call was measured");
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} calls failed (status codes above)",
+        record.count
+    );
     Ok(())
 }
 
@@ -88,8 +96,10 @@ async fn work(
 ) -> Recorder {
     let mut record = Recorder::new();
     while !plan.is_finished(Instant::now()) {
-        if let Some(pacer) = &pacer {
-            pacer.wait().await;
+        if let Some(pacer) = &pacer
+            && !wait_for_slot(pacer, &plan).await
+        {
+            break;
         }
         let Some(ticket) = plan.claim(Instant::now()) else {
             break;
@@ -104,6 +114,23 @@ async fn work(
         }
     }
     record
+}
+
+/// Waits for the worker's next paced slot, checking as it waits whether the run ended (a slow
+/// rate can put the next slot far past `-z`). False when it did.
+async fn wait_for_slot(pacer: &Pacer, plan: &Plan) -> bool {
+    const CHECK_EVERY: Duration = Duration::from_millis(50);
+    let due = pacer.reserve();
+    loop {
+        let now = Instant::now();
+        if plan.is_finished(now) {
+            return false;
+        }
+        if now >= due {
+            return true;
+        }
+        tokio::time::sleep_until(due.min(now + CHECK_EVERY).into()).await;
+    }
 }
 
 /// Opens `n` connections (each `Client::connect` is its own HTTP/2 connection).
@@ -168,6 +195,36 @@ async fn cleanup(ctx: &Context) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::plan::Limits;
+
+    /// Regression: with `--rate 0.001 -z 3s` a worker slept toward a slot 1,000 s away and the
+    /// run hung long past its duration.
+    #[tokio::test]
+    async fn a_slow_rate_does_not_outlast_the_duration() {
+        let started = Instant::now();
+        let limits = Limits {
+            requests: None,
+            duration: Some(Duration::from_millis(200)),
+            warmup: None,
+        };
+        let plan = Plan::new(limits, started);
+        let pacer = Pacer::new(0.001, started);
+        assert!(
+            wait_for_slot(&pacer, &plan).await,
+            "the first slot is due at once"
+        );
+        assert!(plan.claim(Instant::now()).is_some());
+        assert!(
+            !wait_for_slot(&pacer, &plan).await,
+            "the second slot is after the end"
+        );
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(200),
+            "ended early, after {waited:?}"
+        );
+    }
 
     #[test]
     fn session_ids_are_valid_server_names_and_unique() {

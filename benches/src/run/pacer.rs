@@ -31,11 +31,6 @@ impl Pacer {
         let k = self.next.fetch_add(1, Ordering::Relaxed);
         self.start + offset(k, self.rate)
     }
-
-    /// Waits for the next slot.
-    pub(crate) async fn wait(&self) {
-        tokio::time::sleep_until(self.reserve().into()).await;
-    }
 }
 
 /// When call `k` is due after the start, at `rate` calls per second.
