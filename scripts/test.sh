@@ -45,6 +45,9 @@ fi
 ckpt_banner "migrations are append-only"
 ckpt_run scripts/check-migrations.sh
 
+ckpt_banner "deploy/ validates offline"
+ckpt_run scripts/validate-deploy.sh
+
 ckpt_banner "cargo test"
 ckpt_run cargo test --workspace --locked "$@"
 

@@ -152,8 +152,10 @@ for pipeline, spec in collector["service"]["pipelines"].items():
                 problems.append(f"collector pipeline {pipeline} uses undefined {kind[:-1]} {component}")
 
 # CKPT_ variables: only names the server reads.
-with open("server/src/config.rs") as f:
-    known = set(re.findall(r'env = "(CKPT_[A-Z0-9_]+)"', f.read()))
+known = set()
+for path in glob.glob("server/src/**/*.rs", recursive=True):
+    with open(path) as f:
+        known |= set(re.findall(r'env = "(CKPT_[A-Z0-9_]+)"', f.read()))
 used = {}
 for path in ["deploy/compose.yaml", *glob.glob("deploy/k8s/*.yaml")]:
     with open(path) as f:
@@ -161,7 +163,7 @@ for path in ["deploy/compose.yaml", *glob.glob("deploy/k8s/*.yaml")]:
             used.setdefault(variable, path)
 for variable, path in sorted(used.items()):
     if variable not in known:
-        problems.append(f"{path} sets {variable}, which server/src/config.rs does not read")
+        problems.append(f"{path} sets {variable}, which the server does not read")
 
 for problem in problems:
     print(f"error: {problem}", file=sys.stderr)

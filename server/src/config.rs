@@ -25,7 +25,8 @@ pub struct Config {
 
     /// Catalog database: a `postgres://` URL, or a SQLite file (`sqlite://PATH` or a plain
     /// path). Default: DATA_DIR/catalog.db.
-    #[arg(long, env = "CKPT_DATABASE")]
+    // Its value may hold a password: --help must not show it.
+    #[arg(long, env = "CKPT_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
 
     /// Object store for chunks: a directory, or `s3://bucket/prefix` (endpoint, region and
@@ -139,11 +140,15 @@ impl Config {
 
     /// The database URL with any password replaced, for logs.
     pub fn redacted_database(&self) -> String {
-        let database = self.database();
-        match url_password_span(&database) {
-            Some((start, end)) => format!("{}***{}", &database[..start], &database[end..]),
-            None => database,
-        }
+        redact_url_password(&self.database())
+    }
+}
+
+/// `url` with the password of `scheme://user:password@host` replaced by `***`.
+pub fn redact_url_password(url: &str) -> String {
+    match url_password_span(url) {
+        Some((start, end)) => format!("{}***{}", &url[..start], &url[end..]),
+        None => url.to_owned(),
     }
 }
 

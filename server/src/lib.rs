@@ -6,6 +6,7 @@
 
 pub mod blobs;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod core;
 pub mod grpc;
@@ -13,4 +14,4 @@ pub mod server;
 pub mod telemetry;
 
 pub use self::config::Config;
-pub use self::server::{RunningServer, run, start};
+pub use self::server::{RunningServer, migrate, run, start};

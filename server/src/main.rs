@@ -1,10 +1,19 @@
-//! The `checkpointd` binary: parse configuration, start logging, serve until signalled.
+//! The `checkpointd` binary: parse the command line, start logging, run the subcommand.
 
-use clap::Parser;
+use ckpt_server::cli::{Command, Loaded};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = ckpt_server::Config::parse();
+    let loaded = Loaded::from_env()?;
+    if loaded.cli.print_config {
+        print!("{}", loaded.describe());
+        return Ok(());
+    }
+    let config = loaded.cli.settings.clone();
     ckpt_server::telemetry::init(&config)?;
-    ckpt_server::run(config).await
+    tracing::info!(settings = %loaded.summary(), "effective configuration");
+    match loaded.cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => ckpt_server::run(config).await,
+        Command::Migrate => ckpt_server::migrate(&config).await,
+    }
 }

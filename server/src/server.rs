@@ -154,6 +154,16 @@ async fn collect_every(engine: Arc<Engine>, interval: std::time::Duration) {
     }
 }
 
+/// Applies pending catalog migrations and returns: what `checkpointd migrate` does.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    // Opening the catalog migrates it, under the database's own lock against a concurrent run.
+    catalog::open(&config.database(), 1, config.db_acquire_timeout)
+        .await
+        .with_context(|| format!("migrating the catalog at {}", config.redacted_database()))?;
+    info!(database = %config.redacted_database(), "catalog migrations applied");
+    Ok(())
+}
+
 /// Runs until SIGINT or SIGTERM, then shuts down gracefully; a second signal exits at once.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let server = start(config).await?;
