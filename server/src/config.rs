@@ -91,6 +91,18 @@ pub struct Config {
     /// Log filter, in tracing's EnvFilter syntax.
     #[arg(long, env = "CKPT_LOG", default_value = "info")]
     pub log: String,
+
+    // Protection.
+    /// Longest a call may run, streamed uploads and reads included; a client's shorter
+    /// deadline wins. A call past it ends with DEADLINE_EXCEEDED and commits nothing. Allow for
+    /// the largest state over the slowest client link. "0s" leaves only the clients' deadlines.
+    #[arg(long, env = "CKPT_REQUEST_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Calls served at once; any call beyond them is refused at once with RESOURCE_EXHAUSTED,
+    /// never queued. Health checks and reflection do not count.
+    #[arg(long, env = "CKPT_MAX_CONCURRENT_CALLS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_calls: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -184,6 +196,16 @@ mod tests {
         assert_eq!(c.store(), "./checkpointd-data/chunks");
         let c = Config::parse_from(["checkpointd", "--data-dir", "/srv/ckpt"]);
         assert_eq!(c.database(), "/srv/ckpt/catalog.db");
+    }
+
+    #[test]
+    fn protection_flags_parse_durations_and_refuse_a_zero_limit() {
+        let c = Config::parse_from(["checkpointd"]);
+        assert_eq!(c.request_timeout, Duration::from_secs(300));
+        assert_eq!(c.max_concurrent_calls, 1024);
+        let c = Config::parse_from(["checkpointd", "--request-timeout", "90s"]);
+        assert_eq!(c.request_timeout, Duration::from_secs(90));
+        assert!(Config::try_parse_from(["checkpointd", "--max-concurrent-calls", "0"]).is_err());
     }
 
     #[test]

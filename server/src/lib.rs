@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod grpc;
+pub mod middleware;
 pub mod server;
 pub mod telemetry;
 

@@ -19,6 +19,7 @@ use crate::catalog;
 use crate::config::Config;
 use crate::core::{CollectOptions, Engine, EngineError};
 use crate::grpc::CheckpointApi;
+use crate::middleware::{ConcurrencyLimitLayer, DeadlineLayer};
 
 /// A server accepting calls; dropped or shut down, it stops.
 #[derive(Debug)]
@@ -116,6 +117,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .layer(tower::util::MapResponseLayer::new(
             oversize_is_exhausted::<tonic::body::Body>,
         ))
+        .layer(ConcurrencyLimitLayer::new(
+            config.max_concurrent_calls as usize,
+        ))
+        .layer(DeadlineLayer::new(config.request_timeout))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api);
