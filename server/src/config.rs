@@ -103,6 +103,12 @@ pub struct Config {
     /// never queued. Health checks and reflection do not count.
     #[arg(long, env = "CKPT_MAX_CONCURRENT_CALLS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_calls: u32,
+
+    /// On SIGTERM, how long health reports NOT_SERVING while calls are still accepted, so
+    /// that load balancers stop sending new ones before the listener closes. The grace period
+    /// for in-flight calls starts after it.
+    #[arg(long, env = "CKPT_SHUTDOWN_DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub shutdown_drain_delay: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -203,8 +209,16 @@ mod tests {
         let c = Config::parse_from(["checkpointd"]);
         assert_eq!(c.request_timeout, Duration::from_secs(300));
         assert_eq!(c.max_concurrent_calls, 1024);
-        let c = Config::parse_from(["checkpointd", "--request-timeout", "90s"]);
+        assert_eq!(c.shutdown_drain_delay, Duration::ZERO);
+        let c = Config::parse_from([
+            "checkpointd",
+            "--request-timeout",
+            "90s",
+            "--shutdown-drain-delay",
+            "5s",
+        ]);
         assert_eq!(c.request_timeout, Duration::from_secs(90));
+        assert_eq!(c.shutdown_drain_delay, Duration::from_secs(5));
         assert!(Config::try_parse_from(["checkpointd", "--max-concurrent-calls", "0"]).is_err());
     }
 

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
@@ -29,6 +30,7 @@ pub struct RunningServer {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     grace: std::time::Duration,
+    drain_delay: std::time::Duration,
     collector: Option<JoinHandle<()>>,
 }
 
@@ -43,12 +45,24 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
-    /// Turns health to NOT_SERVING, stops accepting, and lets in-flight calls finish within the
-    /// grace period.
+    /// Turns health to NOT_SERVING, keeps accepting calls for the drain delay, then stops
+    /// accepting and lets in-flight calls finish within the grace period.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.health
             .set_not_serving::<CheckpointServiceServer<CheckpointApi>>()
             .await;
+        // "" stands for the whole server: probes that name no service ask for it.
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        if !self.drain_delay.is_zero() {
+            let delay = self.drain_delay;
+            info!(
+                ?delay,
+                "health reports NOT_SERVING; accepting calls until the delay ends"
+            );
+            tokio::time::sleep(self.drain_delay).await;
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -138,6 +152,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         stop: Some(stop),
         task,
         grace: config.shutdown_grace,
+        drain_delay: config.shutdown_drain_delay,
         collector,
     })
 }
