@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use prost::Message;
 use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use ckpt_proto::v1 as pb;
@@ -13,6 +14,7 @@ use pb::checkpoint_service_client::CheckpointServiceClient;
 
 use crate::model::{convert_all, missing};
 use crate::read::StateReader;
+use crate::trace::TraceContext;
 use crate::write::{create_request, upload_parts};
 use crate::{Checkpoint, Error, NewCheckpoint, Page, ReadFilter, Session, State, Target};
 
@@ -49,10 +51,16 @@ pub struct ListFilter {
     pub message_contains: Option<String>,
 }
 
+/// The generated client over a channel that carries the caller's trace context.
+pub(crate) type Rpc = CheckpointServiceClient<InterceptedService<Channel, TraceContext>>;
+
 /// An async handle on a checkpointd server. Cheap to clone; clones share one connection.
+///
+/// Each call carries the caller's current OpenTelemetry span (if any) as W3C `traceparent`
+/// metadata, so the server's spans join the caller's trace.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: CheckpointServiceClient<Channel>,
+    inner: Rpc,
 }
 
 impl Client {
@@ -74,7 +82,7 @@ impl Client {
 
     /// Wraps an existing channel (e.g. one built with custom TLS or timeouts).
     pub fn from_channel(channel: Channel) -> Client {
-        let inner = CheckpointServiceClient::new(channel)
+        let inner = CheckpointServiceClient::with_interceptor(channel, TraceContext)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Client { inner }
@@ -287,7 +295,7 @@ impl Client {
     }
 
     /// The generated client, for calls this wrapper does not cover.
-    pub(crate) fn raw(&self) -> CheckpointServiceClient<Channel> {
+    pub(crate) fn raw(&self) -> Rpc {
         self.inner.clone()
     }
 

@@ -23,6 +23,7 @@ mod model;
 mod read;
 mod refs;
 pub mod replay;
+mod trace;
 mod transfer;
 mod write;
 
