@@ -369,9 +369,40 @@ pub enum CatalogError {
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
+/// How one connection pool is used right now, for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Which pool: `main` for Postgres; `writer` and `reader` for SQLite.
+    pub name: &'static str,
+    /// Connections lent to a call.
+    pub in_use: u32,
+    /// Connections open and waiting in the pool.
+    pub idle: u32,
+    /// The most connections the pool opens.
+    pub max: u32,
+}
+
+impl PoolUse {
+    /// Reads a sqlx pool's statistics.
+    pub fn of<DB: sqlx::Database>(name: &'static str, pool: &sqlx::Pool<DB>) -> Self {
+        let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+        Self {
+            name,
+            in_use: pool.size().saturating_sub(idle),
+            idle,
+            max: pool.options().get_max_connections(),
+        }
+    }
+}
+
 /// The catalog's operations. Each call uses at most one database connection at a time.
 #[async_trait]
 pub trait Catalog: Send + Sync + std::fmt::Debug {
+    /// The use of each of the catalog's connection pools; none for a catalog without one.
+    fn pool_use(&self) -> Vec<PoolUse> {
+        Vec::new()
+    }
+
     /// Of `hashes`, those already registered.
     async fn existing_blobs(&self, hashes: &[Hash]) -> Result<HashSet<Hash>>;
 

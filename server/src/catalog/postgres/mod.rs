@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use crate::catalog::{
     BlobRecord, BlobStamp, BranchRecord, Catalog, CatalogError, CheckpointFilter, CheckpointRecord,
-    DeletedBlob, Edge, ImportOutcome, Location, NewBlob, NewCheckpoint, RefKind, RefLogRecord,
-    Result, RetentionCandidate, SessionImport, SessionRecord, TagRecord,
+    DeletedBlob, Edge, ImportOutcome, Location, NewBlob, NewCheckpoint, PoolUse, RefKind,
+    RefLogRecord, Result, RetentionCandidate, SessionImport, SessionRecord, TagRecord,
 };
 use crate::core::hash::Hash;
 
@@ -258,6 +258,10 @@ impl PostgresCatalog {
 
 #[async_trait]
 impl Catalog for PostgresCatalog {
+    fn pool_use(&self) -> Vec<PoolUse> {
+        vec![PoolUse::of("main", &self.pool)]
+    }
+
     async fn existing_blobs(&self, hashes: &[Hash]) -> Result<HashSet<Hash>> {
         if hashes.is_empty() {
             return Ok(HashSet::new());

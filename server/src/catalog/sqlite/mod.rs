@@ -21,8 +21,9 @@ use uuid::Uuid;
 
 use crate::catalog::{
     BlobRecord, BlobStamp, BranchRecord, Catalog, CatalogError, CheckpointFilter, CheckpointRecord,
-    DeletedBlob, Edge, ImportOutcome, Location, NewBlob, NewCheckpoint, RefKind, RefLogRecord,
-    Result, RetentionCandidate, SessionImport, SessionRecord, TagRecord, json_contains,
+    DeletedBlob, Edge, ImportOutcome, Location, NewBlob, NewCheckpoint, PoolUse, RefKind,
+    RefLogRecord, Result, RetentionCandidate, SessionImport, SessionRecord, TagRecord,
+    json_contains,
 };
 use crate::core::hash::Hash;
 
@@ -273,6 +274,13 @@ impl SqliteCatalog {
 
 #[async_trait]
 impl Catalog for SqliteCatalog {
+    fn pool_use(&self) -> Vec<PoolUse> {
+        vec![
+            PoolUse::of("writer", &self.writer),
+            PoolUse::of("reader", &self.reader),
+        ]
+    }
+
     async fn existing_blobs(&self, hashes: &[Hash]) -> Result<HashSet<Hash>> {
         if hashes.is_empty() {
             return Ok(HashSet::new());
