@@ -8,9 +8,11 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt};
+use tracing::instrument;
 use uuid::Uuid;
 
 use crate::core::hash::Hash;
+use crate::telemetry::metrics::{StoreOp, StoreResult, store_operation};
 
 /// The object-store key of one upload of a blob.
 ///
@@ -102,27 +104,28 @@ impl BlobStore {
         &self.description
     }
 
+    #[instrument(level = "debug", name = "store.put", skip_all, fields(bytes = bytes.len()))]
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
-        self.store
+        let result = self
+            .store
             .put(&Path::from(key), bytes.into())
             .await
             .map(|_| ())
-            .map_err(|e| BlobError::Other(e.to_string()))
+            .map_err(|e| BlobError::Other(e.to_string()));
+        counted(StoreOp::Put, result)
     }
 
+    #[instrument(level = "debug", name = "store.get", skip_all)]
     pub async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
-        let result = self
-            .store
-            .get(&Path::from(key))
-            .await
-            .map_err(|e| match e {
-                object_store::Error::NotFound { .. } => BlobError::NotFound(key.to_owned()),
-                other => BlobError::Other(other.to_string()),
-            })?;
-        result
-            .bytes()
-            .await
-            .map_err(|e| BlobError::Other(e.to_string()))
+        let result = match self.store.get(&Path::from(key)).await {
+            Ok(found) => found
+                .bytes()
+                .await
+                .map_err(|e| BlobError::Other(e.to_string())),
+            Err(object_store::Error::NotFound { .. }) => Err(BlobError::NotFound(key.to_owned())),
+            Err(other) => Err(BlobError::Other(other.to_string())),
+        };
+        counted(StoreOp::Get, result)
     }
 
     /// Objects under `prefix` whose keys sort after `after`, in no promised order beyond that.
@@ -139,17 +142,22 @@ impl BlobStore {
                 .list_with_offset(Some(&prefix), &Path::from(after)),
             None => self.store.list(Some(&prefix)),
         };
-        listing.map(|meta| {
+        let objects = listing.map(|meta| {
             meta.map(|m| StoredObject {
                 key: m.location.to_string(),
                 size: m.size,
                 last_modified: m.last_modified,
             })
             .map_err(|e| BlobError::Other(e.to_string()))
-        })
+        });
+        CountedListing {
+            inner: objects.boxed(),
+            counted: false,
+        }
     }
 
     /// The objects directly under `prefix` (or the store's top) and its sub-prefixes.
+    #[instrument(level = "debug", name = "store.list", skip_all)]
     pub async fn list_level(
         &self,
         prefix: Option<&str>,
@@ -159,17 +167,64 @@ impl BlobStore {
             .store
             .list_with_delimiter(prefix.as_ref())
             .await
-            .map_err(|e| BlobError::Other(e.to_string()))?;
+            .map_err(|e| BlobError::Other(e.to_string()));
+        let listed = counted(StoreOp::List, listed)?;
         let objects = listed.objects.into_iter().map(|o| o.location.to_string());
         let prefixes = listed.common_prefixes.into_iter().map(|p| p.to_string());
         Ok((objects.collect(), prefixes.collect()))
     }
 
+    #[instrument(level = "debug", name = "store.delete", skip_all)]
     pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
-        match self.store.delete(&Path::from(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        let result = match self.store.delete(&Path::from(key)).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) => {
+                store_operation(StoreOp::Delete, StoreResult::NotFound);
+                return Ok(());
+            }
             Err(e) => Err(BlobError::Other(e.to_string())),
+        };
+        counted(StoreOp::Delete, result)
+    }
+}
+
+/// Counts an operation by how it ended, and passes its result on.
+fn counted<T>(op: StoreOp, result: Result<T, BlobError>) -> Result<T, BlobError> {
+    let outcome = match &result {
+        Ok(_) => StoreResult::Ok,
+        Err(BlobError::NotFound(_)) => StoreResult::NotFound,
+        Err(BlobError::Other(_)) => StoreResult::Error,
+    };
+    store_operation(op, outcome);
+    result
+}
+
+/// A listing that counts itself once: `ok` when it ends, `error` at its first failure. A
+/// listing dropped part-way is not counted.
+struct CountedListing {
+    inner: futures::stream::BoxStream<'static, Result<StoredObject, BlobError>>,
+    counted: bool,
+}
+
+impl futures::Stream for CountedListing {
+    type Item = Result<StoredObject, BlobError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
+        let outcome = match &item {
+            None => Some(StoreResult::Ok),
+            Some(Err(_)) => Some(StoreResult::Error),
+            Some(Ok(_)) => None,
+        };
+        if let Some(outcome) = outcome
+            && !std::mem::replace(&mut self.counted, true)
+        {
+            store_operation(StoreOp::List, outcome);
         }
+        std::task::Poll::Ready(item)
     }
 }
 

@@ -109,6 +109,14 @@ pub struct Config {
     /// for in-flight calls starts after it.
     #[arg(long, env = "CKPT_SHUTDOWN_DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub shutdown_drain_delay: Duration,
+
+    // Telemetry.
+    //
+    // Traces and metrics go to an OTLP collector when the standard OTEL_EXPORTER_OTLP_*
+    // variables name one (see telemetry::init); these flags add what the environment cannot.
+    /// Address to serve Prometheus metrics on, at `GET /metrics`. Unset: no endpoint.
+    #[arg(long, env = "CKPT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

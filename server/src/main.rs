@@ -1,4 +1,5 @@
-//! The `checkpointd` binary: parse the command line, start logging, run the subcommand.
+//! The `checkpointd` binary: parse the command line, start telemetry, run the subcommand,
+//! flush telemetry.
 
 use ckpt_server::cli::{Command, Loaded};
 
@@ -10,10 +11,12 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let config = loaded.cli.settings.clone();
-    ckpt_server::telemetry::init(&config)?;
+    let telemetry = ckpt_server::telemetry::init(&config)?;
     tracing::info!(settings = %loaded.summary(), "effective configuration");
-    match loaded.cli.command.unwrap_or(Command::Serve) {
+    let outcome = match loaded.cli.command.unwrap_or(Command::Serve) {
         Command::Serve => ckpt_server::run(config).await,
         Command::Migrate => ckpt_server::migrate(&config).await,
-    }
+    };
+    telemetry.shutdown().await;
+    outcome
 }

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::core::{CollectOptions, Engine, EngineError};
 use crate::grpc::CheckpointApi;
 use crate::middleware::{ConcurrencyLimitLayer, DeadlineLayer};
+use crate::telemetry::{self, ServerTelemetry};
 
 /// A server accepting calls; dropped or shut down, it stops.
 #[derive(Debug)]
@@ -32,6 +33,7 @@ pub struct RunningServer {
     grace: std::time::Duration,
     drain_delay: std::time::Duration,
     collector: Option<JoinHandle<()>>,
+    telemetry: ServerTelemetry,
 }
 
 impl RunningServer {
@@ -43,6 +45,11 @@ impl RunningServer {
     /// `http://ADDR`, for clients.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The address of the Prometheus endpoint, when `--metrics-listen` started one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.telemetry.metrics_addr()
     }
 
     /// Turns health to NOT_SERVING, keeps accepting calls for the drain delay, then stops
@@ -79,6 +86,7 @@ impl RunningServer {
                 self.task.abort();
             }
         }
+        self.telemetry.shutdown().await;
         Ok(())
     }
 }
@@ -95,6 +103,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     )
     .await
     .with_context(|| format!("opening the catalog at {}", config.redacted_database()))?;
+    let catalog = telemetry::catalog::TracedCatalog::wrap(catalog);
+    let server_telemetry = ServerTelemetry::start(&config, &catalog).await?;
     let blobs =
         BlobStore::open(&store).with_context(|| format!("opening the object store {store}"))?;
     let engine = Arc::new(Engine::new(catalog, blobs, config.engine()));
@@ -128,6 +138,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop, stopped) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
+        .layer(telemetry::rpc_layer())
         .layer(tower::util::MapResponseLayer::new(
             oversize_is_exhausted::<tonic::body::Body>,
         ))
@@ -154,6 +165,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         grace: config.shutdown_grace,
         drain_delay: config.shutdown_drain_delay,
         collector,
+        telemetry: server_telemetry,
     })
 }
 

@@ -37,6 +37,7 @@ use super::retention::{self, Candidate, Decision, Pin, Policy};
 use super::validate;
 use crate::blobs::{BLOB_PREFIX, StoredObject, parse_object_key};
 use crate::catalog::{BlobKind, Catalog, RetentionCandidate};
+use crate::telemetry::metrics::{PassOutcome, collection_pass, metrics};
 
 /// Rows, ids or objects one catalog statement or store call handles: well under every
 /// database's parameter limit, and short enough that no lock is held for long.
@@ -124,15 +125,21 @@ impl Engine {
         self: &Arc<Self>,
         options: CollectOptions,
     ) -> Result<CollectReport, EngineError> {
-        let mut pass = Collection::begin(Arc::clone(self), options).await?;
-        let outcome = pass.run_phases().await;
-        match outcome {
-            Ok(()) => pass.finish().await,
-            Err(err) => {
-                pass.abandon().await;
-                Err(err)
+        let dry_run = options.dry_run;
+        let passed = async {
+            let mut pass = Collection::begin(Arc::clone(self), options).await?;
+            let outcome = pass.run_phases().await;
+            match outcome {
+                Ok(()) => pass.finish().await,
+                Err(err) => {
+                    pass.abandon().await;
+                    Err(err)
+                }
             }
         }
+        .await;
+        count_pass(dry_run, &passed);
+        passed
     }
 
     /// The policy that applies to each of a session's branches: the branch's override, else
@@ -727,4 +734,21 @@ impl Engine {
             .await?;
         self.retention_policy(session, branch).await
     }
+}
+
+/// Counts a pass by outcome and, for a real one, what it deleted.
+fn count_pass(dry_run: bool, passed: &Result<CollectReport, EngineError>) {
+    let outcome = match passed {
+        Ok(_) if dry_run => PassOutcome::DryRun,
+        Ok(report) => {
+            let m = metrics();
+            m.collected_checkpoints.add(report.checkpoints_deleted, &[]);
+            m.collected_objects
+                .add(report.objects_deleted + report.orphans_deleted, &[]);
+            PassOutcome::Ok
+        }
+        Err(EngineError::Aborted(_)) => PassOutcome::Skipped,
+        Err(_) => PassOutcome::Failed,
+    };
+    collection_pass(outcome);
 }

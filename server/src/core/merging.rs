@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::chunker::chunk_all;
@@ -223,9 +224,10 @@ impl Engine {
             ),
         };
         let catalog = Arc::clone(&self.catalog);
-        let committed = tokio::spawn(async move { catalog.commit(checkpoint).await })
-            .await
-            .map_err(|e| EngineError::Internal(format!("commit task failed: {e}")))??;
+        let committed =
+            tokio::spawn(async move { catalog.commit(checkpoint).await }.in_current_span())
+                .await
+                .map_err(|e| EngineError::Internal(format!("commit task failed: {e}")))??;
         Ok(report(
             MergeOutcome::Merged,
             Some(committed),

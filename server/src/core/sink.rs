@@ -14,6 +14,7 @@ use super::engine::{Engine, EngineError};
 use super::hash::Hash;
 use crate::blobs::object_key;
 use crate::catalog::{BlobKind, Location, NewBlob};
+use crate::telemetry::metrics::metrics;
 
 /// Queued blobs are deduplicated and stored once this many bytes have accumulated: large
 /// enough to make one registry lookup per batch, small enough to bound memory per call.
@@ -143,6 +144,8 @@ impl BlobSink {
         let existing = self.engine.catalog.existing_blobs(&hashes).await?;
         for (hash, kind, blob) in batch {
             if existing.contains(&hash) {
+                // Mostly raw bytes; a blob compressed early counts its compressed size.
+                metrics().deduplicated.add(blob.len() as u64, &[]);
                 self.reused.push(hash);
             } else {
                 self.missing.push((kind, with_hash(hash, blob)));

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::chunker::Chunker;
@@ -339,12 +340,15 @@ impl CheckpointWriter {
         let catalog = Arc::clone(&self.engine.catalog);
         let abandoned = Arc::new(AtomicBool::new(false));
         let _watch = AbandonOnDrop(Arc::clone(&abandoned));
-        let committed = tokio::spawn(async move {
-            if abandoned.load(Ordering::Acquire) {
-                return Err(CatalogError::Unavailable("the caller went away".into()));
+        let committed = tokio::spawn(
+            async move {
+                if abandoned.load(Ordering::Acquire) {
+                    return Err(CatalogError::Unavailable("the caller went away".into()));
+                }
+                catalog.commit(checkpoint).await
             }
-            catalog.commit(checkpoint).await
-        })
+            .in_current_span(),
+        )
         .await
         .map_err(|e| EngineError::Internal(format!("commit task failed: {e}")))??;
         Ok(committed)

@@ -303,6 +303,7 @@ impl CheckpointService for CheckpointApi {
         }))
     }
 
+    #[instrument(name = "branch.create", skip_all)]
     async fn create_branch(
         &self,
         request: Request<v1::CreateBranchRequest>,
@@ -312,6 +313,7 @@ impl CheckpointService for CheckpointApi {
             .map(Response::new)
     }
 
+    #[instrument(name = "branch.get", skip_all)]
     async fn get_branch(
         &self,
         request: Request<v1::GetBranchRequest>,
@@ -321,6 +323,7 @@ impl CheckpointService for CheckpointApi {
             .map(Response::new)
     }
 
+    #[instrument(name = "branch.list", skip_all)]
     async fn list_branches(
         &self,
         request: Request<v1::ListBranchesRequest>,
@@ -330,6 +333,7 @@ impl CheckpointService for CheckpointApi {
             .map(Response::new)
     }
 
+    #[instrument(name = "branch.delete", skip_all)]
     async fn delete_branch(
         &self,
         request: Request<v1::DeleteBranchRequest>,
@@ -338,6 +342,7 @@ impl CheckpointService for CheckpointApi {
         Ok(Response::new(v1::DeleteBranchResponse {}))
     }
 
+    #[instrument(name = "branch.reset", skip_all)]
     async fn reset_branch(
         &self,
         request: Request<v1::ResetBranchRequest>,
@@ -347,6 +352,7 @@ impl CheckpointService for CheckpointApi {
             .map(Response::new)
     }
 
+    #[instrument(name = "reflog.list", skip_all)]
     async fn list_ref_log(
         &self,
         request: Request<v1::ListRefLogRequest>,
@@ -356,6 +362,7 @@ impl CheckpointService for CheckpointApi {
             .map(Response::new)
     }
 
+    #[instrument(name = "session.fork", skip_all)]
     async fn fork_session(
         &self,
         request: Request<v1::ForkSessionRequest>,
@@ -365,6 +372,7 @@ impl CheckpointService for CheckpointApi {
             .map(Response::new)
     }
 
+    #[instrument(name = "tag.set", skip_all)]
     async fn set_tag(
         &self,
         request: Request<v1::SetTagRequest>,
@@ -374,6 +382,7 @@ impl CheckpointService for CheckpointApi {
             .map(Response::new)
     }
 
+    #[instrument(name = "tag.delete", skip_all)]
     async fn delete_tag(
         &self,
         request: Request<v1::DeleteTagRequest>,
@@ -382,6 +391,7 @@ impl CheckpointService for CheckpointApi {
         Ok(Response::new(v1::DeleteTagResponse {}))
     }
 
+    #[instrument(name = "tag.list", skip_all)]
     async fn list_tags(
         &self,
         request: Request<v1::ListTagsRequest>,
@@ -401,6 +411,7 @@ impl CheckpointService for CheckpointApi {
             .map(Response::new)
     }
 
+    #[instrument(name = "history.is_ancestor", skip_all)]
     async fn is_ancestor(
         &self,
         request: Request<v1::IsAncestorRequest>,
@@ -409,6 +420,7 @@ impl CheckpointService for CheckpointApi {
         Ok(Response::new(v1::IsAncestorResponse { is_ancestor }))
     }
 
+    #[instrument(name = "history.merge_base", skip_all)]
     async fn get_merge_base(
         &self,
         request: Request<v1::GetMergeBaseRequest>,
