@@ -104,6 +104,17 @@ impl BlobStore {
         &self.description
     }
 
+    /// Checks that the store answers: lists one level under a prefix nothing uses. Start-up
+    /// calls it so that a missing bucket or missing credentials stop the start instead of
+    /// failing the first write large enough to need the store.
+    pub async fn probe(&self) -> Result<(), BlobError> {
+        self.store
+            .list_with_delimiter(Some(&Path::from("probe")))
+            .await
+            .map(|_| ())
+            .map_err(|e| BlobError::Other(e.to_string()))
+    }
+
     #[instrument(level = "debug", name = "store.put", skip_all, fields(bytes = bytes.len()))]
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
         let result = self

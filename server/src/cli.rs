@@ -50,7 +50,7 @@ pub enum Command {
 const NOT_SETTINGS: [&str; 4] = ["config_file", "print_config", "help", "version"];
 
 /// Settings whose values are URLs that may hold a password.
-const URL_SETTINGS: [&str; 1] = ["database"];
+const URL_SETTINGS: [&str; 2] = ["database", "store"];
 
 /// Errors in the settings file; clap's own errors print their usage and exit instead.
 #[derive(Debug, thiserror::Error)]
@@ -143,11 +143,13 @@ impl Loaded {
                 continue;
             }
             let key = arg.get_long().unwrap_or(id);
-            let Some(value) = self.value(id) else {
+            if let Some(value) = self.value(id) {
+                let _ = writeln!(out, "{key} = {value}  # {}", self.source(id, arg.get_env()));
+            } else if let Some(value) = self.derived(id) {
+                let _ = writeln!(out, "{key} = {value}  # default, under data-dir");
+            } else {
                 let _ = writeln!(out, "# {key} is unset");
-                continue;
-            };
-            let _ = writeln!(out, "{key} = {value}  # {}", self.source(id, arg.get_env()));
+            }
         }
         out
     }
@@ -163,6 +165,17 @@ impl Loaded {
             }
         }
         pairs.join(" ")
+    }
+
+    /// The value in effect of a setting whose default depends on another.
+    fn derived(&self, id: &str) -> Option<String> {
+        let settings = &self.cli.settings;
+        let value = match id {
+            "database" => settings.database(),
+            "store" => settings.store(),
+            _ => return None,
+        };
+        Some(toml::Value::String(redact_url_password(&value)).to_string())
     }
 
     /// One setting's value as a TOML literal, redacted where needed.
@@ -312,7 +325,12 @@ mod tests {
             described.contains("shutdown-grace = \"30s\"  # default"),
             "{described}"
         );
-        assert!(described.contains("# database is unset"), "{described}");
+        assert!(
+            described.contains(
+                "database = \"./checkpointd-data/catalog.db\"  # default, under data-dir"
+            ),
+            "{described}"
+        );
         let summary = loaded.summary();
         assert!(summary.contains(" db-max-connections=40 "), "{summary}");
         assert!(!summary.contains("database="), "{summary}");

@@ -31,7 +31,7 @@ pub struct Config {
 
     /// Object store for chunks: a directory, or `s3://bucket/prefix` (endpoint, region and
     /// credentials from the usual AWS_* variables). Default: DATA_DIR/chunks.
-    #[arg(long, env = "CKPT_STORE")]
+    #[arg(long, env = "CKPT_STORE", hide_env_values = true)]
     pub store: Option<String>,
 
     /// Database connections in the pool.
@@ -46,8 +46,9 @@ pub struct Config {
     #[arg(long, env = "CKPT_MAX_VALUE_SIZE", default_value = "1GiB")]
     pub max_value_size: ByteSize,
 
-    /// Largest gRPC message, in either direction. States above it use the streamed upload.
-    #[arg(long, env = "CKPT_MAX_MESSAGE_SIZE", default_value = "64MiB")]
+    /// Largest gRPC message, in either direction; at least 4MiB, since clients send states of
+    /// up to 2 MiB in one message and stream larger ones.
+    #[arg(long, env = "CKPT_MAX_MESSAGE_SIZE", default_value = "64MiB", value_parser = message_size)]
     pub max_message_size: ByteSize,
 
     /// zstd level for stored chunks (1-19).
@@ -170,12 +171,38 @@ impl Config {
     }
 }
 
-/// `url` with the password of `scheme://user:password@host` replaced by `***`.
+/// `url` with passwords replaced by `***`: the one of `scheme://user:password@host`, and
+/// the value of a `password=` query parameter.
 pub fn redact_url_password(url: &str) -> String {
-    match url_password_span(url) {
+    let mut url = match url_password_span(url) {
         Some((start, end)) => format!("{}***{}", &url[..start], &url[end..]),
         None => url.to_owned(),
+    };
+    let mut from = 0;
+    while let Some(found) = url[from..].find("password=") {
+        let start = from + found + "password=".len();
+        let preceded = url[..from + found].ends_with(['?', '&']);
+        let end = url[start..].find('&').map_or(url.len(), |i| start + i);
+        if preceded {
+            url.replace_range(start..end, "***");
+        }
+        from = start;
     }
+    url
+}
+
+/// Smallest `--max-message-size`: the Rust client sends states up to 2 MiB in one message
+/// (`ckpt_client::UNARY_LIMIT`); twice that leaves room for the envelope and metadata.
+const MIN_MESSAGE_SIZE: ByteSize = ByteSize::mib(4);
+
+fn message_size(text: &str) -> Result<ByteSize, String> {
+    let size: ByteSize = text.parse()?;
+    if size < MIN_MESSAGE_SIZE {
+        return Err(format!(
+            "{size} is below the minimum of {MIN_MESSAGE_SIZE}: clients send states up to 2 MiB in one message"
+        ));
+    }
+    Ok(size)
 }
 
 /// Byte range of the password in `scheme://user:password@host`, if any.
@@ -200,6 +227,13 @@ mod tests {
         assert_eq!(c.redacted_database(), "postgres://u:***@h:5432/db");
         c.database = Some("postgres://u@h/db".into());
         assert_eq!(c.redacted_database(), "postgres://u@h/db");
+        c.database = Some("postgres://u@h/db?sslmode=require&password=hunter2&x=1".into());
+        assert_eq!(
+            c.redacted_database(),
+            "postgres://u@h/db?sslmode=require&password=***&x=1"
+        );
+        c.database = Some("postgres://u@h/db?password=hunter2".into());
+        assert_eq!(c.redacted_database(), "postgres://u@h/db?password=***");
     }
 
     #[test]
@@ -228,6 +262,15 @@ mod tests {
         assert_eq!(c.request_timeout, Duration::from_secs(90));
         assert_eq!(c.shutdown_drain_delay, Duration::from_secs(5));
         assert!(Config::try_parse_from(["checkpointd", "--max-concurrent-calls", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_message_size_below_what_clients_send_is_refused() {
+        let err =
+            Config::try_parse_from(["checkpointd", "--max-message-size", "1MiB"]).unwrap_err();
+        assert!(err.to_string().contains("minimum"), "{err}");
+        let c = Config::parse_from(["checkpointd", "--max-message-size", "4MiB"]);
+        assert_eq!(c.max_message_size, ByteSize::mib(4));
     }
 
     #[test]

@@ -23,6 +23,9 @@ use crate::grpc::CheckpointApi;
 use crate::middleware::{ConcurrencyLimitLayer, DeadlineLayer};
 use crate::telemetry::{self, ServerTelemetry};
 
+/// The health service name that answers SERVING for as long as the process serves at all.
+pub const LIVENESS: &str = "liveness";
+
 /// A server accepting calls; dropped or shut down, it stops.
 #[derive(Debug)]
 pub struct RunningServer {
@@ -107,6 +110,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let server_telemetry = ServerTelemetry::start(&config, &catalog).await?;
     let blobs =
         BlobStore::open(&store).with_context(|| format!("opening the object store {store}"))?;
+    blobs
+        .probe()
+        .await
+        .with_context(|| format!("the object store {store} does not answer"))?;
     let engine = Arc::new(Engine::new(catalog, blobs, config.engine()));
 
     // Services.
@@ -123,6 +130,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<CheckpointServiceServer<CheckpointApi>>()
+        .await;
+    // For liveness probes: SERVING while the process answers, through shutdown too, so that a
+    // draining instance is not restarted. Readiness asks for the API's own name instead.
+    health
+        .set_service_status(LIVENESS, ServingStatus::Serving)
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ckpt_proto::FILE_DESCRIPTOR_SET)

@@ -144,3 +144,30 @@ async fn migrate_applies_every_migration_and_exits() {
     assert_eq!(applied as usize, expected);
     assert!(expected > 0);
 }
+
+#[test]
+fn a_store_that_does_not_answer_stops_the_start() {
+    // The S3-compatible test server, a bucket that does not exist on it.
+    common::required_env("AWS_ENDPOINT");
+    let dir = tempfile::tempdir().unwrap();
+
+    let output = checkpointd(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--store",
+            "s3://ckpt-no-such-bucket/chunks",
+        ],
+        &[],
+    );
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the object store s3://ckpt-no-such-bucket/chunks does not answer"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("NoSuchBucket"), "{stderr}");
+}

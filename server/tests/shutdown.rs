@@ -151,6 +151,11 @@ async fn sigterm_drains_in_flight_calls_and_loses_no_acknowledged_write() {
         seen,
         "health never reported NOT_SERVING during the drain delay"
     );
+    // Liveness stays SERVING, so an orchestrator does not restart a draining instance.
+    assert_eq!(
+        health(&mut probe, "liveness").await,
+        Some(ServingStatus::Serving)
+    );
 
     // The call in flight finishes; the process exits 0 within the grace period.
     let uploaded = in_flight

@@ -124,7 +124,7 @@ pub struct TestEnv {
     _dir: tempfile::TempDir,
 }
 
-fn required_env(name: &str) -> String {
+pub fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!(
             "{name} is not set: run the suite through scripts/test.sh, which starts what it needs"
