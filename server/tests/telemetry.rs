@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use ckpt_client::{Error, NewCheckpoint, ReadFilter, State, Target};
 use ckpt_server::telemetry::Telemetry;
-use opentelemetry::trace::{SpanId, TraceContextExt};
+use opentelemetry::trace::{SpanId, SpanKind, Status, TraceContextExt};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{
     InMemoryMetricExporter, InMemoryMetricExporterBuilder, Temporality,
@@ -135,7 +135,8 @@ async fn a_create_joins_the_callers_trace_with_catalog_and_store_spans() {
         .expect("create succeeds");
     drop(caller);
 
-    // The server's span is a child of the caller's, in the caller's trace.
+    // The server span is a child of the caller's, in the caller's trace, and says how the
+    // call ended; the operation's span is its child.
     let finished = harness.spans.get_finished_spans().unwrap();
     let trace: Vec<&SpanData> = finished
         .iter()
@@ -144,14 +145,24 @@ async fn a_create_joins_the_callers_trace_with_catalog_and_store_spans() {
     print_trace(&trace);
     let server = trace
         .iter()
+        .find(|s| s.name == "ckpt.v1.CheckpointService/CreateCheckpoint")
+        .expect("a server span in the caller's trace");
+    assert_eq!(server.parent_span_id, caller_id);
+    assert_eq!(server.span_kind, SpanKind::Server);
+    assert_eq!(
+        attribute(server, "rpc.grpc.status_code"),
+        Some("0".to_owned())
+    );
+    let operation = trace
+        .iter()
         .find(|s| s.name == "checkpoint.create")
         .expect("a checkpoint.create span in the caller's trace");
-    assert_eq!(server.parent_span_id, caller_id);
+    assert_eq!(operation.parent_span_id, server.span_context.span_id());
 
     // The catalog and the object store add children.
     let children: Vec<&str> = trace
         .iter()
-        .filter(|s| s.parent_span_id == server.span_context.span_id())
+        .filter(|s| s.parent_span_id == operation.span_context.span_id())
         .map(|s| s.name.as_ref())
         .collect();
     assert!(children.contains(&"catalog.commit"), "{children:?}");
@@ -174,11 +185,91 @@ async fn a_call_without_a_caller_span_starts_a_trace_of_its_own() {
     env.client.get(&created.id).await.expect("get succeeds");
 
     let finished = harness.spans.get_finished_spans().unwrap();
+    let server = finished
+        .iter()
+        .rfind(|s| s.name == "ckpt.v1.CheckpointService/GetCheckpoint")
+        .expect("a server span for GetCheckpoint");
+    assert_eq!(server.parent_span_id, SpanId::INVALID);
     let get = finished
         .iter()
         .rfind(|s| s.name == "checkpoint.get")
         .expect("a checkpoint.get span");
-    assert_eq!(get.parent_span_id, SpanId::INVALID);
+    assert_eq!(get.parent_span_id, server.span_context.span_id());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_read_keeps_its_storage_calls_in_the_calls_trace() {
+    let harness = harness();
+    let _turn = SERIAL.lock().await;
+    let env = TestEnv::start(Setup::Sqlite).await;
+    let created = env
+        .client
+        .create(NewCheckpoint::full("streamed", state_with_an_object()))
+        .await
+        .unwrap();
+
+    let caller = tracing::info_span!("reader");
+    let trace_id = caller.context().span().span_context().trace_id();
+    env.client
+        .read_state(Target::checkpoint(&created.id), ReadFilter::default())
+        .instrument(caller.clone())
+        .await
+        .expect("read succeeds");
+    drop(caller);
+
+    // The blobs are read after the handler returned, by the task feeding the stream: those
+    // reads were once roots of traces of their own.
+    let finished = harness.spans.get_finished_spans().unwrap();
+    let trace: Vec<&SpanData> = finished
+        .iter()
+        .filter(|s| s.span_context.trace_id() == trace_id)
+        .collect();
+    print_trace(&trace);
+    let names: Vec<&str> = trace.iter().map(|s| s.name.as_ref()).collect();
+    assert!(names.contains(&"state.read"), "{names:?}");
+    assert!(names.contains(&"store.get"), "{names:?}");
+    assert!(names.contains(&"catalog.blobs"), "{names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_call_is_traced_with_its_code_but_not_as_a_server_error() {
+    let harness = harness();
+    let _turn = SERIAL.lock().await;
+    let env = TestEnv::start(Setup::Sqlite).await;
+    let missing = uuid::Uuid::now_v7().to_string();
+
+    let caller = tracing::info_span!("asker");
+    let trace_id = caller.context().span().span_context().trace_id();
+    let err = env
+        .client
+        .get(&missing)
+        .instrument(caller.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    drop(caller);
+
+    let finished = harness.spans.get_finished_spans().unwrap();
+    let server = finished
+        .iter()
+        .find(|s| {
+            s.span_context.trace_id() == trace_id
+                && s.name == "ckpt.v1.CheckpointService/GetCheckpoint"
+        })
+        .expect("a server span for the refused call");
+    assert_eq!(
+        attribute(server, "rpc.grpc.status_code"),
+        Some("5".to_owned())
+    );
+    // NOT_FOUND is a correct answer, not the server failing (OpenTelemetry's gRPC conventions).
+    assert_eq!(server.status, Status::Unset);
+}
+
+fn attribute(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.as_str().into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -113,12 +114,16 @@ impl Engine {
         }
         let (tx, rx) = mpsc::channel(READ_BUFFER);
         let engine = Arc::clone(self);
-        tokio::spawn(async move {
-            if let Err(err) = engine.stream_state(&checkpoint, filter, &tx).await {
-                let err = engine.explain_loss(checkpoint.id, err).await;
-                let _ = tx.send(Err(err)).await;
+        tokio::spawn(
+            async move {
+                if let Err(err) = engine.stream_state(&checkpoint, filter, &tx).await {
+                    let err = engine.explain_loss(checkpoint.id, err).await;
+                    let _ = tx.send(Err(err)).await;
+                }
             }
-        });
+            // The stream outlives the handler: its catalog and store calls stay in the call's trace.
+            .in_current_span(),
+        );
         Ok(rx)
     }
 

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use tracing::Instrument;
 
 use bytes::Bytes;
 use chrono::DateTime;
@@ -41,11 +42,15 @@ impl Engine {
         let (tx, rx) = mpsc::channel(4);
         let engine = Arc::clone(self);
         let session = session.to_owned();
-        tokio::spawn(async move {
-            if let Err(err) = engine.write_bundle(&session, &tx).await {
-                let _ = tx.send(Err(err)).await;
+        tokio::spawn(
+            async move {
+                if let Err(err) = engine.write_bundle(&session, &tx).await {
+                    let _ = tx.send(Err(err)).await;
+                }
             }
-        });
+            // The stream outlives the handler: its catalog and store calls stay in the call's trace.
+            .in_current_span(),
+        );
         Ok(rx)
     }
 

@@ -1,6 +1,8 @@
-//! [`RpcLayer`]: the one tower layer that gives every gRPC call its telemetry. It joins the
-//! caller's trace (W3C `traceparent`/`tracestate` metadata) and records the call's count,
-//! latency, in-flight gauge and received bytes by method and status code.
+//! [`RpcLayer`]: the one tower layer that gives every gRPC call its telemetry. When traces are
+//! on, each call gets a server span (`package.Service/Method`) joined to the caller's trace
+//! (W3C `traceparent`/`tracestate` metadata) and carrying the status code; the handler's
+//! operation span (`checkpoint.create`, …) is its child. It records the call's count, latency,
+//! in-flight gauge and received bytes by method and status code.
 //!
 //! The status code is read from the response headers when the call ends without a body
 //! (tonic answers every error that way, before or instead of a stream); otherwise from the
@@ -22,6 +24,8 @@ use opentelemetry::{KeyValue, StringValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use prost::Message;
 use tonic::body::Body;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::metrics::Metrics;
 
@@ -163,22 +167,17 @@ where
             return Either::Left(self.inner.call(request));
         };
 
-        // The caller's trace becomes the current OpenTelemetry context while the call runs:
-        // tracing-opentelemetry parents a span created with no tracing parent (the handler's)
-        // on it.
-        let parent = match shared.join_traces {
-            true => caller_context(request.headers()),
-            false => None,
-        };
+        let labels = shared
+            .methods
+            .get(request.uri().path())
+            .unwrap_or(&shared.other)
+            .clone();
+        let span = shared
+            .join_traces
+            .then(|| server_span(&labels, request.headers()));
 
-        let mut call = None;
         let mut request = request;
         if let Some(metrics) = shared.metrics {
-            let labels = shared
-                .methods
-                .get(request.uri().path())
-                .unwrap_or(&shared.other)
-                .clone();
             request = request.map(|body| {
                 Body::new(CountedBody {
                     inner: body,
@@ -187,30 +186,49 @@ where
                     labels: labels.clone(),
                 })
             });
-            call = Some(Call::start(metrics, labels));
         }
+        let call = Call::start(shared.metrics, labels, span.clone());
 
-        let response = match &parent {
-            Some(cx) => {
-                let _attached = cx.clone().attach();
-                self.inner.call(request)
-            }
+        // The handler runs inside the server span, so its operation span is a child of it.
+        let response = match &span {
+            Some(span) => span.in_scope(|| self.inner.call(request)),
             None => self.inner.call(request),
         };
         let future = async move {
             let response = response.await?;
-            Ok(match call {
-                Some(call) => call.on_response(response),
-                None => response,
-            })
+            Ok(call.on_response(response))
         };
-        match parent {
-            Some(cx) => Either::Right(Box::pin(opentelemetry::context::FutureExt::with_context(
-                future, cx,
-            ))),
+        match span {
+            Some(span) => Either::Right(Box::pin(future.instrument(span))),
             None => Either::Right(Box::pin(future)),
         }
     }
+}
+
+/// The server span of one call, parented on the caller's span when the request names one.
+/// Its status fields are filled in by [`Call::finish`].
+fn server_span(labels: &Labels, headers: &HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: "ckpt_server::rpc",
+        "rpc",
+        otel.name = %format_args!("{}/{}", labels.service.value, labels.method.value),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = %labels.service.value,
+        rpc.method = %labels.method.value,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    if let Some(cx) = caller_context(headers) {
+        let _ = span.set_parent(cx);
+    }
+    span
+}
+
+/// Whether a status code is the server's failure rather than the caller's, as OpenTelemetry's
+/// conventions for gRPC servers say: NOT_FOUND or INVALID_ARGUMENT is a correct answer.
+fn is_server_error(code: i64) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
 }
 
 /// The caller's trace context from `traceparent`/`tracestate`, when it names a valid span.
@@ -236,21 +254,29 @@ fn grpc_status(headers: &HeaderMap) -> Option<i64> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
-/// One call being measured; recorded exactly once, when it ends or is dropped.
+/// One call being measured and traced; recorded exactly once, when it ends or is dropped.
 #[derive(Debug)]
 struct Call {
-    metrics: &'static Metrics,
+    metrics: Option<&'static Metrics>,
     labels: Labels,
+    span: Option<tracing::Span>,
     start: Instant,
     done: bool,
 }
 
 impl Call {
-    fn start(metrics: &'static Metrics, labels: Labels) -> Self {
-        metrics.rpc_active.add(1, &labels.without_code());
+    fn start(
+        metrics: Option<&'static Metrics>,
+        labels: Labels,
+        span: Option<tracing::Span>,
+    ) -> Self {
+        if let Some(metrics) = metrics {
+            metrics.rpc_active.add(1, &labels.without_code());
+        }
         Self {
             metrics,
             labels,
+            span,
             start: Instant::now(),
             done: false,
         }
@@ -274,11 +300,20 @@ impl Call {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
+        if let Some(span) = self.span.take() {
+            span.record("rpc.grpc.status_code", code);
+            if is_server_error(code) {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        let Some(metrics) = self.metrics else {
+            return;
+        };
         let attributes = self.labels.with_code(code);
         let seconds = self.start.elapsed().as_secs_f64();
-        self.metrics.rpc_calls.add(1, &attributes);
-        self.metrics.rpc_duration.record(seconds, &attributes);
-        self.metrics.rpc_active.add(-1, &self.labels.without_code());
+        metrics.rpc_calls.add(1, &attributes);
+        metrics.rpc_duration.record(seconds, &attributes);
+        metrics.rpc_active.add(-1, &self.labels.without_code());
     }
 }
 

@@ -278,13 +278,21 @@ impl TelemetryBuilder {
     }
 }
 
-/// `filter`, with OpenTelemetry's own lifecycle chatter (INFO) kept out unless the filter
-/// names it: its warnings and errors (a collector that is down) still show.
+/// `filter`, with libraries' chatter at INFO kept out unless the filter names them: their
+/// warnings and errors still show. OpenTelemetry logs its lifecycle (a collector that is down
+/// still shows); PostgreSQL's notices include "relation _sqlx_migrations already exists" at
+/// every start.
 fn quiet_sdk(filter: &str) -> String {
-    match filter.contains("opentelemetry") {
-        true => filter.to_owned(),
-        false => format!("{filter},opentelemetry=warn"),
+    let mut filter = filter.to_owned();
+    for (name, directive) in [
+        ("opentelemetry", "opentelemetry=warn"),
+        ("sqlx", "sqlx::postgres::notice=warn"),
+    ] {
+        if !filter.contains(name) {
+            filter = format!("{filter},{directive}");
+        }
     }
+    filter
 }
 
 /// What traces carry: everything of ours down to DEBUG (the catalog and object-store spans),
@@ -376,7 +384,9 @@ impl ServerTelemetry {
 /// Logs where telemetry goes; `main` logs the rest of the configuration.
 fn log_config(config: &Config, otlp: &Otlp) {
     info!(
-        metrics_listen = ?config.metrics_listen,
+        metrics_listen = %config
+            .metrics_listen
+            .map_or_else(|| "off".to_owned(), |addr| addr.to_string()),
         otlp_traces = otlp.traces,
         otlp_metrics = otlp.metrics,
         "telemetry configured"
@@ -388,6 +398,18 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    #[test]
+    fn library_chatter_is_quiet_unless_the_filter_names_the_library() {
+        assert_eq!(
+            quiet_sdk("info"),
+            "info,opentelemetry=warn,sqlx::postgres::notice=warn"
+        );
+        assert_eq!(
+            quiet_sdk("debug,sqlx=debug"),
+            "debug,sqlx=debug,opentelemetry=warn"
+        );
+    }
 
     fn otlp(vars: &[(&str, &str)]) -> Otlp {
         let vars: HashMap<String, String> = vars
