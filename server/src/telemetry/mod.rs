@@ -232,8 +232,13 @@ impl TelemetryBuilder {
             .tracer
             .map(|b| b.with_resource(resource.clone()).build());
         let otel_layer = tracer.as_ref().map(|provider| {
+            // Source locations, thread names and busy/idle times on every span are noise to
+            // an operator and cost bytes on every export.
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer(metrics::SCOPE))
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
                 .with_filter(traced_targets())
         });
         if let Some(provider) = &tracer {
