@@ -42,6 +42,11 @@ pub(crate) mod exit {
     pub(crate) const DATA_LOSS: u8 = 6;
     /// The server could not be reached or is unavailable.
     pub(crate) const UNAVAILABLE: u8 = 7;
+    /// A limit was hit: the server was at its limit of concurrent calls (retry with backoff),
+    /// or a value or message was too large (the message says which).
+    pub(crate) const RESOURCE_EXHAUSTED: u8 = 8;
+    /// The call ran past its deadline and was stopped; nothing of it was committed.
+    pub(crate) const DEADLINE_EXCEEDED: u8 = 9;
 }
 
 const AFTER_HELP: &str = "\
@@ -55,7 +60,10 @@ Exit codes:
   5  invalid argument rejected by the server
   6  data loss: the server lost or found corrupt data, or `ckpt verify` found missing or
      damaged blobs
-  7  server unavailable or unreachable";
+  7  server unavailable or unreachable
+  8  a limit was hit: the server is at its limit of concurrent calls (retry with backoff), or a
+     value or message is too large
+  9  the call ran past its deadline; nothing of it was committed";
 
 /// Save, restore and browse checkpoints of agent sessions on a checkpointd server.
 #[derive(Debug, Parser)]
@@ -225,6 +233,8 @@ fn code_exit(code: Code) -> u8 {
         Code::InvalidArgument => exit::INVALID_ARGUMENT,
         Code::DataLoss => exit::DATA_LOSS,
         Code::Unavailable => exit::UNAVAILABLE,
+        Code::ResourceExhausted => exit::RESOURCE_EXHAUSTED,
+        Code::DeadlineExceeded => exit::DEADLINE_EXCEEDED,
         _ => exit::GENERIC,
     }
 }
@@ -315,6 +325,13 @@ mod tests {
 
         let err = anyhow::Error::from(ckpt_client::Error::DataLoss("x".into()));
         assert_eq!(exit_code(&err), exit::DATA_LOSS);
+
+        let err = anyhow::Error::from(ckpt_client::Error::ResourceExhausted("busy".into()));
+        assert_eq!(exit_code(&err), exit::RESOURCE_EXHAUSTED);
+
+        let status = tonic::Status::deadline_exceeded("too slow");
+        let err = anyhow::Error::from(ckpt_client::Error::from(status)).context("cannot save");
+        assert_eq!(exit_code(&err), exit::DEADLINE_EXCEEDED);
 
         let err = anyhow::anyhow!("plain");
         assert_eq!(exit_code(&err), exit::GENERIC);
