@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use ckpt_client::{Error, NewCheckpoint, ReadFilter, State, Target};
 use ckpt_server::telemetry::Telemetry;
-use opentelemetry::trace::{SpanId, SpanKind, Status, TraceContextExt};
+use opentelemetry::trace::{SpanId, SpanKind, Status, TraceContextExt, TraceId};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{
     InMemoryMetricExporter, InMemoryMetricExporterBuilder, Temporality,
@@ -96,7 +96,20 @@ fn state_with_an_object() -> State {
     state
 }
 
-fn print_trace(spans: &[&SpanData]) {
+/// The finished spans of one trace, printed for `--nocapture` readers.
+fn finished_trace(harness: &Harness, trace_id: TraceId) -> Vec<SpanData> {
+    let trace: Vec<SpanData> = harness
+        .spans
+        .get_finished_spans()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.span_context.trace_id() == trace_id)
+        .collect();
+    print_trace(&trace);
+    trace
+}
+
+fn print_trace(spans: &[SpanData]) {
     println!(
         "{:<28} {:<32} {:<16} {:<16}",
         "name", "trace", "span", "parent"
@@ -137,12 +150,7 @@ async fn a_create_joins_the_callers_trace_with_catalog_and_store_spans() {
 
     // The server span is a child of the caller's, in the caller's trace, and says how the
     // call ended; the operation's span is its child.
-    let finished = harness.spans.get_finished_spans().unwrap();
-    let trace: Vec<&SpanData> = finished
-        .iter()
-        .filter(|s| s.span_context.trace_id() == trace_id)
-        .collect();
-    print_trace(&trace);
+    let trace = finished_trace(harness, trace_id);
     let server = trace
         .iter()
         .find(|s| s.name == "ckpt.v1.CheckpointService/CreateCheckpoint")
@@ -219,12 +227,7 @@ async fn a_streamed_read_keeps_its_storage_calls_in_the_calls_trace() {
 
     // The blobs are read after the handler returned, by the task feeding the stream: those
     // reads were once roots of traces of their own.
-    let finished = harness.spans.get_finished_spans().unwrap();
-    let trace: Vec<&SpanData> = finished
-        .iter()
-        .filter(|s| s.span_context.trace_id() == trace_id)
-        .collect();
-    print_trace(&trace);
+    let trace = finished_trace(harness, trace_id);
     let names: Vec<&str> = trace.iter().map(|s| s.name.as_ref()).collect();
     assert!(names.contains(&"state.read"), "{names:?}");
     assert!(names.contains(&"store.get"), "{names:?}");
@@ -249,13 +252,10 @@ async fn a_refused_call_is_traced_with_its_code_but_not_as_a_server_error() {
     assert!(matches!(err, Error::NotFound(_)), "{err:?}");
     drop(caller);
 
-    let finished = harness.spans.get_finished_spans().unwrap();
-    let server = finished
+    let trace = finished_trace(harness, trace_id);
+    let server = trace
         .iter()
-        .find(|s| {
-            s.span_context.trace_id() == trace_id
-                && s.name == "ckpt.v1.CheckpointService/GetCheckpoint"
-        })
+        .find(|s| s.name == "ckpt.v1.CheckpointService/GetCheckpoint")
         .expect("a server span for the refused call");
     assert_eq!(
         attribute(server, "rpc.grpc.status_code"),
