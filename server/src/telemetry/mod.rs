@@ -17,11 +17,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithTonicConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{MeterProviderBuilder, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter, TracerProviderBuilder};
+use tonic::transport::ClientTlsConfig;
 use tracing::info;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::Targets;
@@ -51,15 +53,21 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
     let otlp = Otlp::from_env();
     let mut builder = Telemetry::builder().log(&config.log, config.log_format);
     if otlp.traces {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        if otlp.traces_tls {
+            exporter = exporter.with_tls_config(collector_tls());
+        }
+        let exporter = exporter
             .build()
             .context("building the OTLP span exporter")?;
         builder = builder.batch_span_exporter(exporter);
     }
     if otlp.metrics {
-        let exporter = opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
+        let mut exporter = opentelemetry_otlp::MetricExporter::builder().with_tonic();
+        if otlp.metrics_tls {
+            exporter = exporter.with_tls_config(collector_tls());
+        }
+        let exporter = exporter
             .build()
             .context("building the OTLP metric exporter")?;
         builder = builder.periodic_metric_exporter(exporter);
@@ -78,6 +86,10 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
 struct Otlp {
     traces: bool,
     metrics: bool,
+    /// Whether the endpoint of each signal is `https://`: the exporter then speaks TLS, trusting
+    /// the platform's certificate authorities (and `SSL_CERT_FILE`).
+    traces_tls: bool,
+    metrics_tls: bool,
 }
 
 impl Otlp {
@@ -94,14 +106,25 @@ impl Otlp {
             return Self {
                 traces: false,
                 metrics: false,
+                traces_tls: false,
+                metrics_tls: false,
             };
         }
         let shared = set("OTEL_EXPORTER_OTLP_ENDPOINT");
+        // The signal's own endpoint wins over the shared one, as the SDK reads them.
+        let https = |own: &str| {
+            let endpoint = var(own)
+                .filter(|v| !v.trim().is_empty())
+                .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"));
+            endpoint.is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("https://"))
+        };
         Self {
             traces: (shared || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
                 && !is("OTEL_TRACES_EXPORTER", "none"),
             metrics: (shared || set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
                 && !is("OTEL_METRICS_EXPORTER", "none"),
+            traces_tls: https("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            metrics_tls: https("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"),
         }
     }
 }
@@ -386,6 +409,11 @@ impl ServerTelemetry {
     }
 }
 
+/// TLS towards an `https://` collector, trusting the platform's certificate authorities.
+fn collector_tls() -> ClientTlsConfig {
+    ClientTlsConfig::new().with_enabled_roots()
+}
+
 /// Logs where telemetry goes; `main` logs the rest of the configuration.
 fn log_config(config: &Config, otlp: &Otlp) {
     info!(
@@ -424,27 +452,26 @@ mod tests {
         Otlp::from_lookup(|name| vars.get(name).cloned())
     }
 
+    /// Which signals are exported: (traces, metrics).
+    fn exported(vars: &[(&str, &str)]) -> (bool, bool) {
+        let otlp = otlp(vars);
+        (otlp.traces, otlp.metrics)
+    }
+
     #[test]
     fn otlp_is_off_unless_an_endpoint_is_set() {
-        let off = Otlp {
-            traces: false,
-            metrics: false,
-        };
-        assert_eq!(otlp(&[]), off);
-        assert_eq!(otlp(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]), off);
+        assert_eq!(exported(&[]), (false, false));
         assert_eq!(
-            otlp(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]),
-            Otlp {
-                traces: true,
-                metrics: true
-            }
+            exported(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]),
+            (false, false)
         );
         assert_eq!(
-            otlp(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4317")]),
-            Otlp {
-                traces: true,
-                metrics: false
-            }
+            exported(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]),
+            (true, true)
+        );
+        assert_eq!(
+            exported(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4317")]),
+            (true, false)
         );
     }
 
@@ -452,18 +479,28 @@ mod tests {
     fn otlp_honours_the_standard_switches() {
         let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317");
         assert_eq!(
-            otlp(&[endpoint, ("OTEL_METRICS_EXPORTER", "none")]),
-            Otlp {
-                traces: true,
-                metrics: false
-            }
+            exported(&[endpoint, ("OTEL_METRICS_EXPORTER", "none")]),
+            (true, false)
         );
         assert_eq!(
-            otlp(&[endpoint, ("OTEL_SDK_DISABLED", "TRUE")]),
-            Otlp {
-                traces: false,
-                metrics: false
-            }
+            exported(&[endpoint, ("OTEL_SDK_DISABLED", "TRUE")]),
+            (false, false)
         );
+    }
+
+    #[test]
+    fn an_https_endpoint_turns_tls_on_for_its_signals() {
+        let plain = otlp(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]);
+        assert!(!plain.traces_tls && !plain.metrics_tls);
+
+        let secure = otlp(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "HTTPS://c:4317")]);
+        assert!(secure.traces_tls && secure.metrics_tls);
+
+        // A signal's own endpoint wins over the shared one.
+        let mixed = otlp(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://local:4317"),
+        ]);
+        assert!(mixed.traces_tls && !mixed.metrics_tls);
     }
 }
