@@ -67,6 +67,12 @@ pub enum CliError {
     },
     #[error("the settings file {path} sets `{key}`, which is not a setting (see --help)")]
     UnknownKey { path: PathBuf, key: String },
+    #[error("the settings file {path} sets `{key}` badly: {reason}")]
+    FileValue {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
     #[error("the settings file {path} sets `{key}` to a {kind}; use a string, number or boolean")]
     BadValue {
         path: PathBuf,
@@ -122,9 +128,18 @@ impl Loaded {
             }
         }
 
-        let matches = command
-            .try_get_matches_from(&args)
-            .map_err(Failure::Usage)?;
+        // The first pass succeeded without the file, so a value that fails now came from it.
+        let blame_file = |err: clap::Error| match (&first.config_file, invalid_setting(&err)) {
+            (Some(path), Some(key)) if from_file.contains(&key.replace('-', "_")) => {
+                Failure::File(CliError::FileValue {
+                    path: path.clone(),
+                    key,
+                    reason: first_line(&err),
+                })
+            }
+            _ => Failure::Usage(err),
+        };
+        let matches = command.try_get_matches_from(&args).map_err(blame_file)?;
         let cli = Cli::from_arg_matches(&matches).map_err(Failure::Usage)?;
         Ok(Self {
             cli,
@@ -212,6 +227,23 @@ impl Loaded {
             _ => "default".to_owned(),
         }
     }
+}
+
+/// The flag name (`zstd-level`) of the setting a clap error is about, if any.
+fn invalid_setting(err: &clap::Error) -> Option<String> {
+    let clap::error::ContextValue::String(arg) = err.get(clap::error::ContextKind::InvalidArg)?
+    else {
+        return None;
+    };
+    let long = arg.strip_prefix("--")?;
+    Some(long.split([' ', '=']).next()?.to_owned())
+}
+
+/// A clap error's message without its `error: ` prefix and usage hints.
+fn first_line(err: &clap::Error) -> String {
+    let text = err.to_string();
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
 }
 
 /// The command line with every setting accepted before or after the subcommand.
@@ -361,13 +393,24 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_value_in_the_file_is_a_usage_error_naming_the_setting() {
+    fn a_bad_value_in_the_file_names_the_file_and_the_setting() {
         let file = settings_file("zstd-level = 99\n");
-        let args = ["checkpointd", "--config", file.path().to_str().unwrap()];
-        let Err(Failure::Usage(err)) = Loaded::try_from_args(args) else {
-            panic!("a zstd level of 99 was accepted");
-        };
-        assert!(err.to_string().contains("zstd-level"), "{err}");
+        let path = file.path().to_str().unwrap();
+        let err = load(&["--config", path]).unwrap_err();
+        assert!(
+            matches!(&err, CliError::FileValue { key, .. } if key == "zstd-level"),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains(path), "{message}");
+        assert!(message.contains("99 is not in 1..=19"), "{message}");
+
+        // The same value on the command line stays a usage error.
+        let args = ["checkpointd", "--zstd-level", "99"];
+        assert!(matches!(
+            Loaded::try_from_args(args),
+            Err(Failure::Usage(_))
+        ));
     }
 
     #[test]
