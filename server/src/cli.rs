@@ -152,11 +152,8 @@ impl Loaded {
     /// with its source as a comment; passwords in URLs are replaced by `***`.
     pub fn describe(&self) -> String {
         let mut out = String::new();
-        for arg in Config::augment_args(clap::Command::new("settings")).get_arguments() {
+        for arg in settings() {
             let id = arg.get_id().as_str();
-            if NOT_SETTINGS.contains(&id) {
-                continue;
-            }
             let key = arg.get_long().unwrap_or(id);
             if let Some(value) = self.value(id) {
                 let _ = writeln!(out, "{key} = {value}  # {}", self.source(id, arg.get_env()));
@@ -173,7 +170,7 @@ impl Loaded {
     /// start-up log; unset settings are left out and passwords in URLs replaced by `***`.
     pub fn summary(&self) -> String {
         let mut pairs = Vec::new();
-        for arg in Config::augment_args(clap::Command::new("settings")).get_arguments() {
+        for arg in settings() {
             let id = arg.get_id().as_str();
             if let Some(value) = self.value(id) {
                 pairs.push(format!("{}={value}", arg.get_long().unwrap_or(id)));
@@ -246,16 +243,20 @@ fn first_line(err: &clap::Error) -> String {
     line.strip_prefix("error: ").unwrap_or(line).to_owned()
 }
 
+/// Every setting's argument, in `Config`'s order.
+fn settings() -> Vec<clap::Arg> {
+    Config::augment_args(clap::Command::new("settings"))
+        .get_arguments()
+        .filter(|arg| !NOT_SETTINGS.contains(&arg.get_id().as_str()))
+        .cloned()
+        .collect()
+}
+
 /// The command line with every setting accepted before or after the subcommand.
 fn base_command() -> clap::Command {
-    let settings: Vec<String> = Config::augment_args(clap::Command::new("settings"))
-        .get_arguments()
-        .map(|arg| arg.get_id().to_string())
-        .filter(|id| !NOT_SETTINGS.contains(&id.as_str()))
-        .collect();
     let mut command = Cli::command();
-    for id in settings {
-        command = command.mut_arg(id, |arg| arg.global(true));
+    for arg in settings() {
+        command = command.mut_arg(arg.get_id().clone(), |arg| arg.global(true));
     }
     command
 }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ckpt_client::{
-    Client, CollectOptions, Error, MergeOptions, NewCheckpoint, Op, ReadFilter, State, Target,
+    Checkpoint, Client, CollectOptions, Error, MergeOptions, NewCheckpoint, Op, ReadFilter, State,
+    Target,
 };
 use common::{Setup, free_port, fresh_database, fresh_store, noise, spawn_server_with};
 
@@ -152,6 +153,18 @@ impl Worker {
         }
     }
 
+    /// Records a create's outcome: acknowledged, or unknown (the instance died, or another
+    /// write moved the branch), in which case the head is read back; anything else fails.
+    async fn settle(&mut self, result: Result<Checkpoint, Error>, state: State, what: &str) {
+        match result {
+            Ok(cp) => self.acknowledge(cp.id, state),
+            Err(err) if is_ambiguous(&err) || matches!(err, Error::Aborted { .. }) => {
+                self.resync().await
+            }
+            Err(err) => panic!("{}: {what}: {err}", self.session),
+        }
+    }
+
     async fn create_full(&mut self, step: usize) {
         let mut state = self.head.as_ref().map(|h| h.1.clone()).unwrap_or_default();
         state.insert(format!("k{}", step % 5), self.value());
@@ -165,13 +178,7 @@ impl Worker {
                 async move { c.create(new).await }
             })
             .await;
-        match result {
-            Ok(cp) => self.acknowledge(cp.id, state),
-            Err(err) if is_ambiguous(&err) || matches!(err, Error::Aborted { .. }) => {
-                self.resync().await
-            }
-            Err(err) => panic!("{}: create: {err}", self.session),
-        }
+        self.settle(result, state, "create").await;
     }
 
     async fn create_incremental(&mut self, step: usize) {
@@ -196,13 +203,7 @@ impl Worker {
                 async move { c.create(new).await }
             })
             .await;
-        match result {
-            Ok(cp) => self.acknowledge(cp.id, state),
-            Err(err) if is_ambiguous(&err) || matches!(err, Error::Aborted { .. }) => {
-                self.resync().await
-            }
-            Err(err) => panic!("{}: incremental create: {err}", self.session),
-        }
+        self.settle(result, state, "incremental create").await;
     }
 
     /// Forks a side branch at the head, writes one checkpoint there and merges it back: main
