@@ -101,6 +101,11 @@ pub struct NewCheckpoint {
     pub source: Option<Uuid>,
     /// What search finds this checkpoint by (see `core::search`).
     pub search_text: String,
+    /// The client's id for this create: a second commit with the same id in the session
+    /// fails with [`CatalogError::Replayed`] naming the first one's checkpoint.
+    pub request_id: Option<String>,
+    /// The token of the lease the writer holds on the branch, if any.
+    pub lease: Option<u64>,
 }
 
 /// A committed checkpoint.
@@ -230,6 +235,42 @@ pub struct RefLogRecord {
     pub op: String,
     pub actor: Option<String>,
     pub at: DateTime<Utc>,
+}
+
+/// A lease on a branch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeaseRecord {
+    pub session: String,
+    pub branch: String,
+    pub holder: String,
+    pub token: u64,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One entry of the change feed: a ref-log entry or a session's deletion.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRecord {
+    pub id: i64,
+    pub session: String,
+    /// `None` for the session itself (its deletion).
+    pub kind: Option<RefKind>,
+    pub name: String,
+    pub old: Option<Uuid>,
+    pub new: Option<Uuid>,
+    pub op: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A page of the change feed, with what a reader needs to tell a gap in the ids that a running
+/// transaction will fill from one a rolled-back transaction left (see `core::watch`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventPage {
+    /// In id order.
+    pub events: Vec<EventRecord>,
+    /// Every transaction below this id had ended when the page was read.
+    pub xmin: u64,
+    /// Every transaction running when the page was read is below this id.
+    pub xmax: u64,
 }
 
 /// A checkpoint's place in the history graph.
@@ -365,6 +406,9 @@ pub enum CatalogError {
     Unavailable(String),
     #[error("catalog error: {0}")]
     Internal(String),
+    /// A create's request id was committed before, as this checkpoint.
+    #[error("the request was committed before as checkpoint {0}")]
+    Replayed(Uuid),
 }
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
@@ -472,6 +516,7 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
 
     /// Moves a branch from `expected` to `to`, a checkpoint of the same session
     /// ([`CatalogError::HeadMoved`] when the head is not `expected`). `op` goes to the ref-log.
+    /// A live lease on the branch refuses the move unless `lease` is its token.
     async fn move_branch(
         &self,
         session: &str,
@@ -479,6 +524,7 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
         expected: Uuid,
         to: Uuid,
         op: &str,
+        lease: Option<u64>,
     ) -> Result<()>;
 
     /// Deletes a branch; with `expected`, only if its head is still that checkpoint.
@@ -596,6 +642,70 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<RefLogRecord>>;
+
+    /// The checkpoint a create with this request id made in the session, if any.
+    async fn created_by_request(&self, session: &str, request_id: &str) -> Result<Option<Uuid>>;
+
+    /// Takes the lease on a branch if it is free or expired, with the next token;
+    /// [`CatalogError::FailedPrecondition`] naming the holder if it is live.
+    async fn acquire_lease(
+        &self,
+        session: &str,
+        branch: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<LeaseRecord>;
+
+    /// Extends a live lease held with `token`.
+    async fn renew_lease(
+        &self,
+        session: &str,
+        branch: &str,
+        token: u64,
+        ttl: Duration,
+    ) -> Result<LeaseRecord>;
+
+    /// Ends the lease held with `token` now.
+    async fn release_lease(&self, session: &str, branch: &str, token: u64) -> Result<()>;
+
+    /// Change-feed entries with ids above `after`, of every session, at most `limit`.
+    async fn events_after(&self, after: i64, limit: u32) -> Result<EventPage>;
+
+    /// The newest change-feed entry's id (0 when there is none).
+    async fn last_event(&self) -> Result<i64>;
+}
+
+/// Why a write carrying `token` may not move `branch`, given its live lease if any; the same
+/// words from every catalog.
+pub(crate) fn lease_refusal(
+    branch: &str,
+    live: Option<&LeaseRecord>,
+    token: Option<u64>,
+) -> Option<String> {
+    match (token, live) {
+        (Some(t), Some(l)) if l.token == t => None,
+        (Some(t), _) => Some(format!("lease token {t} on branch {branch} is not current")),
+        (None, Some(l)) => Some(format!(
+            "branch {branch} is leased by {} until {}; writes must carry its token",
+            l.holder, l.expires_at
+        )),
+        (None, None) => None,
+    }
+}
+
+/// The refusal of a lease someone else holds.
+pub(crate) fn held_by(branch: &str, lease: LeaseRecord) -> CatalogError {
+    CatalogError::FailedPrecondition(format!(
+        "branch {branch} is leased by {} (token {}) until {}",
+        lease.holder, lease.token, lease.expires_at
+    ))
+}
+
+/// The refusal of a token that is not the lease's current one.
+pub(crate) fn lease_not_current(branch: &str, token: u64) -> CatalogError {
+    CatalogError::FailedPrecondition(format!(
+        "lease token {token} on branch {branch} is not current or has expired"
+    ))
 }
 
 #[cfg(test)]

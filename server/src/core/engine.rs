@@ -117,6 +117,9 @@ impl From<CatalogError> for EngineError {
             CatalogError::Aborted(why) => Self::Aborted(why),
             CatalogError::Unavailable(why) => Self::Unavailable(why),
             CatalogError::Internal(why) => Self::Internal(why),
+            CatalogError::Replayed(id) => Self::AlreadyExists(format!(
+                "the request was committed before as checkpoint {id}"
+            )),
         }
     }
 }

@@ -72,6 +72,8 @@ pub struct MergeRequest {
     pub message: String,
     /// Canonical JSON object text.
     pub metadata: String,
+    /// The token of a lease on the target branch.
+    pub lease: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,6 +153,7 @@ impl Engine {
                     ours_id,
                     theirs_id,
                     "fast-forward",
+                    req.lease,
                 )
                 .await?;
             return Ok(report(
@@ -222,6 +225,8 @@ impl Engine {
                 &metadata_text,
                 edited.iter().map(String::as_str),
             ),
+            request_id: None,
+            lease: req.lease,
         };
         let catalog = Arc::clone(&self.catalog);
         let committed =

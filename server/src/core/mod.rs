@@ -21,6 +21,7 @@ mod search;
 mod sink;
 mod transfer;
 mod verify;
+mod watch;
 mod write;
 
 pub use self::collect::{
@@ -32,4 +33,5 @@ pub use self::merging::{
 };
 pub use self::read::{ReadEvent, ReadFilter, ReadTarget};
 pub use self::verify::{Problem, ProblemKind, VerifyOptions, VerifyReport};
+pub use self::watch::{EventKind, FeedTail, WatchScope};
 pub use self::write::{CheckpointWriter, CreateHeader, Mode};

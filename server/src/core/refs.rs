@@ -56,11 +56,12 @@ impl Engine {
         name: &str,
         to: Uuid,
         expected: Uuid,
+        lease: Option<u64>,
     ) -> Result<BranchRecord, EngineError> {
         validate::name("session_id", session)?;
         validate::name("name", name)?;
         self.catalog
-            .move_branch(session, name, expected, to, "reset")
+            .move_branch(session, name, expected, to, "reset", lease)
             .await?;
         self.branch(session, name).await
     }
@@ -115,6 +116,8 @@ impl Engine {
             // The fork shares the source's manifest: the commit holds the source meanwhile.
             source: Some(source.id),
             search_text: search::document(message, &metadata.to_string(), std::iter::empty()),
+            request_id: None,
+            lease: None,
         };
         match self.catalog.commit(checkpoint).await {
             Err(CatalogError::HeadMoved { .. }) => {

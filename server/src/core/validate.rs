@@ -50,6 +50,53 @@ pub fn name(field: &str, value: &str) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// Bytes a create's request id may have.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// A create's request id, where empty means none.
+pub fn request_id(field: &str, value: &str) -> Result<Option<String>, EngineError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.len() > MAX_REQUEST_ID_BYTES {
+        return Err(invalid(
+            field,
+            format!(
+                "is {} bytes, the limit is {MAX_REQUEST_ID_BYTES}",
+                value.len()
+            ),
+        ));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':');
+    if let Some(bad) = value.chars().find(|c| !allowed(*c)) {
+        return Err(invalid(
+            field,
+            format!("contains {bad:?}; allowed are A-Z a-z 0-9 . _ - :"),
+        ));
+    }
+    Ok(Some(value.to_owned()))
+}
+
+/// A lease holder's name: 1-256 bytes of printable text.
+pub fn holder(field: &str, value: &str) -> Result<(), EngineError> {
+    if value.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(invalid(
+            field,
+            format!("is {} bytes, the limit is {MAX_NAME_BYTES}", value.len()),
+        ));
+    }
+    if let Some(bad) = value.chars().find(|c| c.is_control()) {
+        return Err(invalid(
+            field,
+            format!("contains the control character {bad:?}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A branch name, where empty means the default branch.
 pub fn branch(field: &str, value: &str) -> Result<String, EngineError> {
     if value.is_empty() {

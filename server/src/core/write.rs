@@ -40,6 +40,10 @@ pub struct CreateHeader {
     pub metadata: String,
     pub message: String,
     pub mode: Mode,
+    /// The client's id for this create, making retries of it safe.
+    pub request_id: Option<String>,
+    /// The token of the lease the writer holds on the branch.
+    pub lease: Option<u64>,
 }
 
 impl CreateHeader {
@@ -70,8 +74,66 @@ impl CreateHeader {
             metadata,
             message: message.to_owned(),
             mode,
+            request_id: None,
+            lease: None,
         })
     }
+
+    /// Adds a request id (empty: none) and a lease token (0: none) from the wire.
+    pub fn with_request(mut self, request_id: &str, lease_token: u64) -> Result<Self, EngineError> {
+        self.request_id = validate::request_id("request_id", request_id)?;
+        self.lease = (lease_token != 0).then_some(lease_token);
+        Ok(self)
+    }
+}
+
+impl Engine {
+    /// The checkpoint an earlier attempt of this create made, if it has a request id that
+    /// was committed; ALREADY_EXISTS if that checkpoint is not what this create asks for.
+    pub async fn earlier_create(
+        &self,
+        header: &CreateHeader,
+    ) -> Result<Option<CheckpointRecord>, EngineError> {
+        let Some(request_id) = &header.request_id else {
+            return Ok(None);
+        };
+        match self
+            .catalog
+            .created_by_request(&header.session, request_id)
+            .await?
+        {
+            Some(id) => self.replayed(header, id).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The checkpoint `id` a request made before, checked to be on the branch and after the
+    /// parent this attempt names.
+    async fn replayed(
+        &self,
+        header: &CreateHeader,
+        id: Uuid,
+    ) -> Result<CheckpointRecord, EngineError> {
+        let earlier = self.catalog.checkpoint(id).await?.ok_or_else(|| {
+            EngineError::NotFound(format!("checkpoint {id}, made by this request"))
+        })?;
+        if earlier.branch != header.branch || earlier.parents.first() != header.parent.as_ref() {
+            return Err(EngineError::AlreadyExists(format!(
+                "request_id {:?} made checkpoint {id} on branch {} after {}; this create names \
+                 branch {} after {}",
+                header.request_id.as_deref().unwrap_or_default(),
+                earlier.branch,
+                parent_text(earlier.parents.first()),
+                header.branch,
+                parent_text(header.parent.as_ref()),
+            )));
+        }
+        Ok(earlier)
+    }
+}
+
+fn parent_text(parent: Option<&Uuid>) -> String {
+    parent.map_or_else(|| "no parent".to_owned(), Uuid::to_string)
 }
 
 /// A value whose bytes are still arriving.
@@ -318,6 +380,12 @@ impl CheckpointWriter {
         self.sink.flush().await?;
 
         let sunk = self.sink.into_blobs()?;
+        // Kept for a retry that finds its first attempt committed (only requests with an id).
+        let retry = self
+            .header
+            .request_id
+            .is_some()
+            .then(|| self.header.clone());
         let checkpoint = catalog::NewCheckpoint {
             id: Uuid::now_v7(),
             session: self.header.session,
@@ -333,6 +401,8 @@ impl CheckpointWriter {
             reused: sunk.reused,
             source: None,
             search_text,
+            request_id: self.header.request_id,
+            lease: self.header.lease,
         };
         // Run the transaction on its own task: a client that goes away mid-commit must not
         // leave it half-done with the session row locked. A client that went away before the
@@ -350,8 +420,15 @@ impl CheckpointWriter {
             .in_current_span(),
         )
         .await
-        .map_err(|e| EngineError::Internal(format!("commit task failed: {e}")))??;
-        Ok(committed)
+        .map_err(|e| EngineError::Internal(format!("commit task failed: {e}")))?;
+        match committed {
+            // A retry that raced its first attempt to the commit: the first one's checkpoint.
+            Err(CatalogError::Replayed(id)) => match retry {
+                Some(header) => self.engine.replayed(&header, id).await,
+                None => Err(CatalogError::Replayed(id).into()),
+            },
+            other => Ok(other?),
+        }
     }
 
     fn ensure_no_value_in_progress(&self, field: &str) -> Result<(), EngineError> {

@@ -2,6 +2,7 @@
 //! outcome to a response or a status.
 
 mod convert;
+mod feed;
 mod gc;
 mod refs;
 mod state;
@@ -34,11 +35,15 @@ const MAX_PAGE_SIZE: u32 = 1000;
 #[derive(Debug, Clone)]
 pub struct CheckpointApi {
     engine: Arc<Engine>,
+    watches: Arc<tokio::sync::Semaphore>,
 }
 
 impl CheckpointApi {
     pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            watches: feed::watch_permits(),
+        }
     }
 }
 
@@ -61,7 +66,14 @@ impl CheckpointService for CheckpointApi {
             &req.metadata,
             &req.message,
             mode,
-        )?;
+        )?
+        .with_request(&req.request_id, req.lease_token)?;
+        if let Some(earlier) = self.engine.earlier_create(&header).await? {
+            debug!(checkpoint = %earlier.id, "create retried after it committed");
+            return Ok(Response::new(v1::CreateCheckpointResponse {
+                checkpoint: Some(convert::checkpoint(earlier)),
+            }));
+        }
 
         let mut writer = CheckpointWriter::begin_whole(Arc::clone(&self.engine), header).await?;
         for (i, change) in req.changes.into_iter().enumerate() {
@@ -110,7 +122,8 @@ impl CheckpointService for CheckpointApi {
             &h.metadata,
             &h.message,
             mode(h.mode)?,
-        )?;
+        )?
+        .with_request(&h.request_id, h.lease_token)?;
         tracing::Span::current().record("session", h.session_id.as_str());
         let mut writer = CheckpointWriter::begin(Arc::clone(&self.engine), header).await?;
 
@@ -487,6 +500,61 @@ impl CheckpointService for CheckpointApi {
         gc::verify(&self.engine, request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    type WatchStream = feed::WatchStream;
+
+    #[instrument(name = "feed.watch", skip_all, fields(session = %request.get_ref().session_id))]
+    async fn watch(
+        &self,
+        request: Request<v1::WatchRequest>,
+    ) -> Result<Response<feed::WatchStream>, Status> {
+        feed::watch(
+            Arc::clone(&self.engine),
+            &self.watches,
+            request.into_inner(),
+        )
+        .await
+        .map(Response::new)
+    }
+
+    #[instrument(name = "lease.acquire", skip_all, fields(session = %request.get_ref().session_id))]
+    async fn acquire_lease(
+        &self,
+        request: Request<v1::AcquireLeaseRequest>,
+    ) -> Result<Response<v1::Lease>, Status> {
+        let req = request.into_inner();
+        let lease = self
+            .engine
+            .acquire_lease(&req.session_id, &req.branch, &req.holder, req.ttl_ms)
+            .await?;
+        debug!(token = lease.token, holder = %lease.holder, "lease acquired");
+        Ok(Response::new(feed::lease(lease)))
+    }
+
+    #[instrument(name = "lease.renew", skip_all, fields(session = %request.get_ref().session_id))]
+    async fn renew_lease(
+        &self,
+        request: Request<v1::RenewLeaseRequest>,
+    ) -> Result<Response<v1::Lease>, Status> {
+        let req = request.into_inner();
+        let lease = self
+            .engine
+            .renew_lease(&req.session_id, &req.branch, req.token, req.ttl_ms)
+            .await?;
+        Ok(Response::new(feed::lease(lease)))
+    }
+
+    #[instrument(name = "lease.release", skip_all, fields(session = %request.get_ref().session_id))]
+    async fn release_lease(
+        &self,
+        request: Request<v1::ReleaseLeaseRequest>,
+    ) -> Result<Response<v1::ReleaseLeaseResponse>, Status> {
+        let req = request.into_inner();
+        self.engine
+            .release_lease(&req.session_id, &req.branch, req.token)
+            .await?;
+        Ok(Response::new(v1::ReleaseLeaseResponse {}))
     }
 
     #[instrument(name = "checkpoint.search", skip_all)]

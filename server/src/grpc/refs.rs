@@ -81,7 +81,13 @@ pub(super) async fn reset_branch(
     let to = id("checkpoint_id", &req.checkpoint_id)?;
     let expected = id("expected_head", &req.expected_head)?;
     let branch = engine
-        .reset_branch(&req.session_id, &req.name, to, expected)
+        .reset_branch(
+            &req.session_id,
+            &req.name,
+            to,
+            expected,
+            lease_token(req.lease_token),
+        )
         .await?;
     Ok(convert::branch(&req.session_id, branch))
 }
@@ -448,7 +454,13 @@ fn merge_request(req: v1::MergeRequest) -> Result<MergeRequest, Status> {
         expected_target_head: optional_id("expected_target_head", &req.expected_target_head)?,
         message: req.message,
         metadata: validate::metadata("metadata", &req.metadata)?,
+        lease: lease_token(req.lease_token),
     })
+}
+
+/// A lease token off the wire, where 0 means none.
+pub(super) fn lease_token(token: u64) -> Option<u64> {
+    (token != 0).then_some(token)
 }
 
 pub(super) async fn search(

@@ -17,8 +17,8 @@ use uuid::Uuid;
 use super::metrics::{SCOPE, metrics};
 use crate::catalog::{
     BlobRecord, BlobStamp, BranchRecord, Catalog, CheckpointFilter, CheckpointRecord, DeletedBlob,
-    Edge, ImportOutcome, NewCheckpoint, PoolUse, RefKind, RefLogRecord, Result, RetentionCandidate,
-    SessionImport, SessionRecord, TagRecord,
+    Edge, EventPage, ImportOutcome, LeaseRecord, NewCheckpoint, PoolUse, RefKind, RefLogRecord,
+    Result, RetentionCandidate, SessionImport, SessionRecord, TagRecord,
 };
 use crate::core::hash::Hash;
 
@@ -90,7 +90,8 @@ traced_catalog! {
     edges(roots: &[Uuid], min_generation: u64) -> Vec<Edge>;
     branch(session: &str, name: &str) -> Option<BranchRecord>;
     create_branch(session: &str, name: &str, at: Uuid) -> BranchRecord;
-    move_branch(session: &str, name: &str, expected: Uuid, to: Uuid, op: &str) -> ();
+    move_branch(session: &str, name: &str, expected: Uuid, to: Uuid, op: &str, lease: Option<u64>)
+        -> ();
     delete_branch(session: &str, name: &str, expected: Option<Uuid>) -> ();
     set_tag(session: &str, name: &str, to: Uuid, expected: Option<Uuid>) -> ();
     delete_tag(session: &str, name: &str) -> ();
@@ -116,6 +117,12 @@ traced_catalog! {
     set_retention_policy(session: &str, branch: &str, policy: Option<&str>) -> ();
     ref_log(session: &str, kind: RefKind, name: &str, before: Option<i64>, limit: u32)
         -> Vec<RefLogRecord>;
+    created_by_request(session: &str, request_id: &str) -> Option<Uuid>;
+    acquire_lease(session: &str, branch: &str, holder: &str, ttl: Duration) -> LeaseRecord;
+    renew_lease(session: &str, branch: &str, token: u64, ttl: Duration) -> LeaseRecord;
+    release_lease(session: &str, branch: &str, token: u64) -> ();
+    events_after(after: i64, limit: u32) -> EventPage;
+    last_event() -> i64;
 }
 
 fn count_commit(checkpoint: &CheckpointRecord) {

@@ -4,6 +4,7 @@
 //! of one session are serialized by Postgres itself, across any number of server instances,
 //! while different sessions commit in parallel.
 
+mod feed;
 mod gc;
 mod refs;
 mod rows;
@@ -20,8 +21,9 @@ use uuid::Uuid;
 
 use crate::catalog::{
     BlobRecord, BlobStamp, BranchRecord, Catalog, CatalogError, CheckpointFilter, CheckpointRecord,
-    DeletedBlob, Edge, ImportOutcome, Location, NewBlob, NewCheckpoint, PoolUse, RefKind,
-    RefLogRecord, Result, RetentionCandidate, SessionImport, SessionRecord, TagRecord,
+    DeletedBlob, Edge, EventPage, ImportOutcome, LeaseRecord, Location, NewBlob, NewCheckpoint,
+    PoolUse, RefKind, RefLogRecord, Result, RetentionCandidate, SessionImport, SessionRecord,
+    TagRecord,
 };
 use crate::core::hash::Hash;
 
@@ -215,6 +217,11 @@ fn commit_error(err: sqlx::Error, branch: &str) -> CatalogError {
         Some("CKN01") => CatalogError::NotFound(db.message().to_owned()),
         Some("CKA01") => crate::catalog::collected(detail.parse().unwrap_or(1)),
         Some("CKU01") => CatalogError::Unavailable(db.message().to_owned()),
+        Some("CKR01") => match detail.parse() {
+            Ok(id) => CatalogError::Replayed(id),
+            Err(_) => CatalogError::Internal(format!("replayed request names {detail:?}")),
+        },
+        Some("CKL01") => CatalogError::FailedPrecondition(db.message().to_owned()),
         _ => classify(err),
     }
 }
@@ -311,7 +318,7 @@ impl Catalog for PostgresCatalog {
             sqlx::query_as(
                 "SELECT seq, generation, created_at, stored_bytes FROM ckpt_commit( \
                  $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
             )
             .bind(COLLECTION_LOCK)
             .bind(&cp.session)
@@ -335,6 +342,8 @@ impl Catalog for PostgresCatalog {
             .bind(reused)
             .bind(cp.source)
             .bind(op)
+            .bind(cp.request_id.as_deref())
+            .bind(cp.lease.map(|t| t as i64))
             .fetch_one(&self.pool)
             .await
             .map_err(|e| commit_error(e, &cp.branch))?;
@@ -541,8 +550,10 @@ impl Catalog for PostgresCatalog {
         expected: Uuid,
         to: Uuid,
         op: &str,
+        lease: Option<u64>,
     ) -> Result<()> {
-        self.move_branch_impl(session, name, expected, to, op).await
+        self.move_branch_impl(session, name, expected, to, op, lease)
+            .await
     }
 
     async fn delete_branch(&self, session: &str, name: &str, expected: Option<Uuid>) -> Result<()> {
@@ -576,6 +587,42 @@ impl Catalog for PostgresCatalog {
         limit: u32,
     ) -> Result<Vec<RefLogRecord>> {
         self.ref_log_impl(session, kind, name, before, limit).await
+    }
+
+    async fn created_by_request(&self, session: &str, request_id: &str) -> Result<Option<Uuid>> {
+        self.created_by_request_impl(session, request_id).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        session: &str,
+        branch: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<LeaseRecord> {
+        self.acquire_lease_impl(session, branch, holder, ttl).await
+    }
+
+    async fn renew_lease(
+        &self,
+        session: &str,
+        branch: &str,
+        token: u64,
+        ttl: Duration,
+    ) -> Result<LeaseRecord> {
+        self.renew_lease_impl(session, branch, token, ttl).await
+    }
+
+    async fn release_lease(&self, session: &str, branch: &str, token: u64) -> Result<()> {
+        self.release_lease_impl(session, branch, token).await
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> Result<EventPage> {
+        self.events_after_impl(after, limit).await
+    }
+
+    async fn last_event(&self) -> Result<i64> {
+        self.last_event_impl().await
     }
 
     async fn search(

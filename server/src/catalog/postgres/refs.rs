@@ -429,9 +429,11 @@ impl PostgresCatalog {
         expected: Uuid,
         to: Uuid,
         op: &str,
+        lease: Option<u64>,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let session_id = Self::lock_existing(&mut tx, session).await?;
+        Self::check_lease(&mut tx, session, name, lease).await?;
         let head = Self::head_of(&mut tx, session_id, name)
             .await?
             .ok_or_else(|| CatalogError::NotFound(format!("branch {name} of session {session}")))?;

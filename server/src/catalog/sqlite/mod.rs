@@ -4,6 +4,7 @@
 //! so they queue inside the server instead of failing with "database is locked"; the busy
 //! timeout covers a second process opening the same file.
 
+mod feed;
 mod gc;
 mod refs;
 mod rows;
@@ -21,9 +22,9 @@ use uuid::Uuid;
 
 use crate::catalog::{
     BlobRecord, BlobStamp, BranchRecord, Catalog, CatalogError, CheckpointFilter, CheckpointRecord,
-    DeletedBlob, Edge, ImportOutcome, Location, NewBlob, NewCheckpoint, PoolUse, RefKind,
-    RefLogRecord, Result, RetentionCandidate, SessionImport, SessionRecord, TagRecord,
-    json_contains,
+    DeletedBlob, Edge, EventPage, ImportOutcome, LeaseRecord, Location, NewBlob, NewCheckpoint,
+    PoolUse, RefKind, RefLogRecord, Result, RetentionCandidate, SessionImport, SessionRecord,
+    TagRecord, json_contains,
 };
 use crate::core::hash::Hash;
 
@@ -329,6 +330,8 @@ impl Catalog for SqliteCatalog {
             .await
             .map_err(classify)?,
         };
+        Self::check_request(&mut tx, session_id, cp.request_id.as_deref()).await?;
+        Self::check_lease(&mut tx, &cp.session, &cp.branch, cp.lease).await?;
         let generation = Self::check_head(&mut tx, session_id, &cp).await?;
         let seq: i64 = sqlx::query_scalar(
             "UPDATE sessions SET last_seq = last_seq + 1, checkpoint_count = checkpoint_count + 1, \
@@ -368,6 +371,7 @@ impl Catalog for SqliteCatalog {
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
+        Self::record_request(&mut tx, session_id, cp.request_id.as_deref(), cp.id, now).await?;
         sqlx::query(
             "INSERT INTO branches (session_id, name, head, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4) \
              ON CONFLICT (session_id, name) DO UPDATE SET head = excluded.head, updated_at = excluded.updated_at",
@@ -591,8 +595,10 @@ impl Catalog for SqliteCatalog {
         expected: Uuid,
         to: Uuid,
         op: &str,
+        lease: Option<u64>,
     ) -> Result<()> {
-        self.move_branch_impl(session, name, expected, to, op).await
+        self.move_branch_impl(session, name, expected, to, op, lease)
+            .await
     }
 
     async fn delete_branch(&self, session: &str, name: &str, expected: Option<Uuid>) -> Result<()> {
@@ -626,6 +632,42 @@ impl Catalog for SqliteCatalog {
         limit: u32,
     ) -> Result<Vec<RefLogRecord>> {
         self.ref_log_impl(session, kind, name, before, limit).await
+    }
+
+    async fn created_by_request(&self, session: &str, request_id: &str) -> Result<Option<Uuid>> {
+        self.created_by_request_impl(session, request_id).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        session: &str,
+        branch: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<LeaseRecord> {
+        self.acquire_lease_impl(session, branch, holder, ttl).await
+    }
+
+    async fn renew_lease(
+        &self,
+        session: &str,
+        branch: &str,
+        token: u64,
+        ttl: Duration,
+    ) -> Result<LeaseRecord> {
+        self.renew_lease_impl(session, branch, token, ttl).await
+    }
+
+    async fn release_lease(&self, session: &str, branch: &str, token: u64) -> Result<()> {
+        self.release_lease_impl(session, branch, token).await
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> Result<EventPage> {
+        self.events_after_impl(after, limit).await
+    }
+
+    async fn last_event(&self) -> Result<i64> {
+        self.last_event_impl().await
     }
 
     async fn search(

@@ -489,10 +489,12 @@ impl SqliteCatalog {
         expected: Uuid,
         to: Uuid,
         op: &str,
+        lease: Option<u64>,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let now = now_micros();
         let session_id = Self::existing_session(&mut tx, session).await?;
+        Self::check_lease(&mut tx, session, name, lease).await?;
         let head = Self::head_of(&mut tx, session_id, name)
             .await?
             .ok_or_else(|| CatalogError::NotFound(format!("branch {name} of session {session}")))?;
