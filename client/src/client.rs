@@ -27,6 +27,12 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// sides, while a stream keeps memory flat.
 pub const UNARY_LIMIT: usize = 2 * 1024 * 1024;
 
+/// Attempts [`Client::create`] makes when the server cannot be reached.
+pub const CREATE_ATTEMPTS: u32 = 4;
+
+/// The wait before the first retry of a create; each later one waits four times longer.
+const RETRY_BACKOFF: Duration = Duration::from_millis(50);
+
 /// How long [`Client::connect`] waits for the TCP and HTTP/2 handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -102,8 +108,30 @@ impl Client {
 
     /// Creates a checkpoint: in one unary call when the encoded request is under
     /// [`UNARY_LIMIT`], otherwise streamed as by [`upload`](Self::upload).
-    pub async fn create(&self, new: NewCheckpoint) -> Result<Checkpoint, Error> {
+    ///
+    /// The create carries a request id (a fresh one unless `new` names one), so it is retried
+    /// when the server was unreachable or the connection broke before the reply, up to
+    /// [`CREATE_ATTEMPTS`] times in all: a retry of a create that did commit returns that
+    /// checkpoint rather than writing a second one.
+    pub async fn create(&self, mut new: NewCheckpoint) -> Result<Checkpoint, Error> {
+        new.request_id
+            .get_or_insert_with(|| uuid::Uuid::now_v7().to_string());
         let request = create_request(new)?;
+        let mut backoff = RETRY_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match self.create_once(request.clone()).await {
+                Err(err) if connection_failed(&err) && attempt < CREATE_ATTEMPTS => {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 4;
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn create_once(&self, request: pb::CreateCheckpointRequest) -> Result<Checkpoint, Error> {
         if request.encoded_len() >= UNARY_LIMIT {
             return self.stream_upload(request, |_| {}).await;
         }
@@ -340,4 +368,19 @@ fn advance(token: &mut String, next: String) -> Result<bool, Error> {
     }
     *token = next;
     Ok(true)
+}
+
+/// Whether a call failed for want of a connection, before or after the server saw it: the
+/// server was unreachable or unavailable, or the connection broke before the reply arrived
+/// (tonic reports that as `UNKNOWN` or `CANCELLED` with the transport error as its source,
+/// while a status the server sent has no source).
+fn connection_failed(err: &Error) -> bool {
+    match err {
+        Error::Unavailable(_) | Error::Connect(_) => true,
+        Error::Status(status) => {
+            matches!(status.code(), tonic::Code::Unknown | tonic::Code::Cancelled)
+                && std::error::Error::source(status).is_some()
+        }
+        _ => false,
+    }
 }

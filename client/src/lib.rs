@@ -17,6 +17,7 @@
 
 mod client;
 mod error;
+mod feed;
 mod gc;
 pub mod json;
 mod model;
@@ -27,8 +28,9 @@ mod trace;
 mod transfer;
 mod write;
 
-pub use client::{Client, ListFilter, MAX_MESSAGE_BYTES, UNARY_LIMIT};
+pub use client::{CREATE_ATTEMPTS, Client, ListFilter, MAX_MESSAGE_BYTES, UNARY_LIMIT};
 pub use error::Error;
+pub use feed::{Event, EventKind, Lease};
 pub use gc::{
     CollectOptions, CollectReport, Collection, RetentionDecision, RetentionPolicy, VerifyProblem,
     VerifyReport,

@@ -159,6 +159,8 @@ pub struct MergeOptions {
     pub message: String,
     /// Metadata of the merge checkpoint (a JSON object; the server adds a "merge" member).
     pub metadata: Option<serde_json::Value>,
+    /// The token of a lease held on the target branch.
+    pub lease_token: Option<u64>,
 }
 
 /// What a merge did.
@@ -291,6 +293,26 @@ impl Client {
             name: name.into(),
             checkpoint_id: checkpoint_id.into(),
             expected_head: expected_head.into(),
+            lease_token: 0,
+        };
+        Branch::try_from(self.raw().reset_branch(request).await?.into_inner())
+    }
+
+    /// [`reset_branch`](Self::reset_branch) on a branch the caller holds a lease on.
+    pub async fn reset_leased_branch(
+        &self,
+        session_id: &str,
+        name: &str,
+        checkpoint_id: &str,
+        expected_head: &str,
+        lease_token: u64,
+    ) -> Result<Branch, Error> {
+        let request = pb::ResetBranchRequest {
+            session_id: session_id.into(),
+            name: name.into(),
+            checkpoint_id: checkpoint_id.into(),
+            expected_head: expected_head.into(),
+            lease_token,
         };
         Branch::try_from(self.raw().reset_branch(request).await?.into_inner())
     }
@@ -558,6 +580,7 @@ impl Client {
             expected_target_head: options.expected_target_head.unwrap_or_default(),
             message: options.message,
             metadata: options.metadata.map(|m| m.to_string()).unwrap_or_default(),
+            lease_token: options.lease_token.unwrap_or_default(),
         };
         let r = self.raw().merge(request).await?.into_inner();
         let outcome = match pb::MergeOutcome::try_from(r.outcome) {

@@ -89,6 +89,12 @@ pub struct NewCheckpoint {
     pub message: String,
     /// The state, whole or as changes to the parent's.
     pub changes: Changes,
+    /// Makes the create idempotent: a retry with the same id returns the checkpoint the first
+    /// attempt made. [`Client::create`](crate::Client::create) picks one when this is `None`.
+    pub request_id: Option<String>,
+    /// The token of a lease held on the branch (see
+    /// [`Client::acquire_lease`](crate::Client::acquire_lease)).
+    pub lease_token: Option<u64>,
 }
 
 impl NewCheckpoint {
@@ -114,7 +120,22 @@ impl NewCheckpoint {
             metadata: serde_json::Value::Null,
             message: String::new(),
             changes,
+            request_id: None,
+            lease_token: None,
         }
+    }
+
+    /// Names this create for retries: 1-128 bytes of `A-Z a-z 0-9 . _ - :`, unique per
+    /// intended checkpoint within the session.
+    pub fn request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = Some(id.into());
+        self
+    }
+
+    /// Writes under a lease held on the branch.
+    pub fn lease(mut self, token: u64) -> Self {
+        self.lease_token = Some(token);
+        self
     }
 
     /// Writes to `branch` instead of `main`.
@@ -194,6 +215,8 @@ pub(crate) fn create_request(new: NewCheckpoint) -> Result<pb::CreateCheckpointR
         message: new.message,
         mode: mode as i32,
         changes: changes.into_iter().map(wire_change).collect(),
+        request_id: new.request_id.unwrap_or_default(),
+        lease_token: new.lease_token.unwrap_or_default(),
     })
 }
 
@@ -228,6 +251,8 @@ pub(crate) fn upload_parts(
         metadata: request.metadata,
         message: request.message,
         mode: request.mode,
+        request_id: request.request_id,
+        lease_token: request.lease_token,
     });
     let commit = Part::Commit(pb::UploadCommit {
         change_count: request.changes.len() as u64,

@@ -208,6 +208,7 @@ async fn options(args: &MergeArgs) -> anyhow::Result<MergeOptions> {
         expected_target_head: args.expect.clone(),
         message: args.message.clone().unwrap_or_default(),
         metadata: None,
+        lease_token: None,
     })
 }
 

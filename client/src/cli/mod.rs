@@ -14,6 +14,7 @@ mod restore;
 mod save;
 mod tag;
 mod transfer;
+mod watch;
 
 use std::io::{self, IsTerminal};
 use std::process::ExitCode;
@@ -136,6 +137,9 @@ enum Command {
     Verify(gc::VerifyArgs),
     /// Show, set or clear which checkpoints a session or branch keeps (its retention policy).
     Retention(gc::RetentionArgs),
+    /// Print changes (checkpoints created, branches and tags moved, sessions deleted) as they
+    /// happen.
+    Watch(watch::WatchArgs),
 }
 
 /// Runs one command.
@@ -171,6 +175,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gc(args) => gc::gc(&client, args, output).await,
         Command::Verify(args) => gc::verify(&client, args, output).await,
         Command::Retention(args) => gc::retention(&client, args, output).await,
+        Command::Watch(args) => watch::run(&client, args, output).await,
     }
 }
 
