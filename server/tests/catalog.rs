@@ -50,6 +50,8 @@ fn new_cp(session: &str, branch: &str, parent: Option<Uuid>) -> NewCheckpoint {
         search_text: String::new(),
         reused: Vec::new(),
         source: None,
+        request_id: None,
+        lease: None,
     }
 }
 
