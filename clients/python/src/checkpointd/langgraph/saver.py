@@ -1,0 +1,206 @@
+"""`CheckpointdSaver`: LangGraph's checkpointer interface, blocking and asyncio, on checkpointd."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from checkpointd.client import DEFAULT_TARGET, DEFAULT_TIMEOUT, AsyncClient, Client
+from checkpointd.errors import CheckpointdError
+from checkpointd.langgraph import _plans as plans
+from checkpointd.langgraph._names import DEFAULT_SESSION_PREFIX
+
+T = TypeVar("T")
+
+# Seconds put_writes waits for the checkpoint it names to be stored (see _plans.Context).
+DEFAULT_POLL_SECONDS = 10.0
+
+
+class CheckpointdSaver(BaseCheckpointSaver[int]):
+    """Stores LangGraph checkpoints in a checkpointd server.
+
+    Every method exists blocking (`put`, `get_tuple`...) and for asyncio (`aput`,
+    `aget_tuple`...). The blocking client connects on first use; the asyncio one is made
+    inside the first event loop that uses the saver, and `aclose()` must run in that loop.
+
+        saver = CheckpointdSaver("127.0.0.1:7777")
+        graph = builder.compile(checkpointer=saver)
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        session_prefix: str = DEFAULT_SESSION_PREFIX,
+        timeout: float = DEFAULT_TIMEOUT,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+        serde: SerializerProtocol | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        self.target = target
+        self.timeout = timeout
+        self._ctx = plans.Context(self.serde, session_prefix, poll_seconds)
+        self._client: Client | None = None
+        self._aclient: AsyncClient | None = None
+
+    # ---- drivers: run a plan's calls with one client or the other ----------------------------
+
+    def _run(self, plan: plans.Plan[T]) -> T:
+        if self._client is None:
+            self._client = Client(self.target, timeout=self.timeout)
+        client, reply, error = self._client, None, None
+        while True:
+            try:
+                step = plan.throw(error) if error is not None else plan.send(reply)
+            except StopIteration as done:
+                return done.value
+            reply, error = None, None
+            if isinstance(step, plans.Sleep):
+                time.sleep(step.seconds)
+                continue
+            try:
+                reply = client.run(step)
+            except CheckpointdError as err:
+                error = err
+
+    async def _arun(self, plan: plans.Plan[T]) -> T:
+        if self._aclient is None:
+            self._aclient = AsyncClient(self.target, timeout=self.timeout)
+        client, reply, error = self._aclient, None, None
+        while True:
+            try:
+                step = plan.throw(error) if error is not None else plan.send(reply)
+            except StopIteration as done:
+                return done.value
+            reply, error = None, None
+            if isinstance(step, plans.Sleep):
+                await asyncio.sleep(step.seconds)
+                continue
+            try:
+                reply = await client.run(step)
+            except CheckpointdError as err:
+                error = err
+
+    def close(self) -> None:
+        """Closes the blocking connection."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        """Closes both connections; run it in the loop that used the saver."""
+        self.close()
+        if self._aclient is not None:
+            await self._aclient.close()
+            self._aclient = None
+
+    # ---- blocking ----------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self._run(plans.get_tuple(self._ctx, config))
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        plan = plans.list_versions(self._ctx, config, filter=filter, before=before, limit=limit)
+        for thread, version in self._run(plan):
+            found = self._run(plans.read_tuple(self._ctx, thread, version))
+            if found is not None:
+                yield found
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self._run(plans.put(self._ctx, config, dict(checkpoint), metadata, new_versions))
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        self._run(plans.put_writes(self._ctx, config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._run(plans.delete_thread(self._ctx, thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._run(plans.delete_for_runs(self._ctx, run_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._run(plans.copy_thread(self._ctx, source_thread_id, target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self._run(plans.prune(self._ctx, thread_ids, strategy))
+
+    # ---- asyncio -----------------------------------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._arun(plans.get_tuple(self._ctx, config))
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        plan = plans.list_versions(self._ctx, config, filter=filter, before=before, limit=limit)
+        for thread, version in await self._arun(plan):
+            found = await self._arun(plans.read_tuple(self._ctx, thread, version))
+            if found is not None:
+                yield found
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        plan = plans.put(self._ctx, config, dict(checkpoint), metadata, new_versions)
+        return await self._arun(plan)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await self._arun(plans.put_writes(self._ctx, config, writes, task_id, task_path))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._arun(plans.delete_thread(self._ctx, thread_id))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self._arun(plans.delete_for_runs(self._ctx, run_ids))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._arun(plans.copy_thread(self._ctx, source_thread_id, target_thread_id))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await self._arun(plans.prune(self._ctx, thread_ids, strategy))
