@@ -88,7 +88,11 @@ def create(
         mode=mode,
         changes=[_change(c) for c in changes],
     )
-    return Call("CreateCheckpoint", request, lambda r: Checkpoint.from_proto(r.checkpoint))
+    return Call("CreateCheckpoint", request, _created)
+
+
+def _created(response: Any) -> Checkpoint:
+    return Checkpoint.from_proto(response.checkpoint)
 
 
 def _upload(
@@ -120,8 +124,7 @@ def _upload(
             parts.append(pb.UploadCheckpointRequest(data=piece))
     commit = pb.UploadCommit(change_count=len(changes))
     parts.append(pb.UploadCheckpointRequest(commit=commit))
-    parse = lambda r: Checkpoint.from_proto(r.checkpoint)  # noqa: E731
-    return Call("UploadCheckpoint", parts, parse, shape="client_stream")
+    return Call("UploadCheckpoint", parts, _created, shape="client_stream")
 
 
 def _change(change: Change) -> Any:
@@ -207,18 +210,21 @@ def list_checkpoints(
         request.created_after.CopyFrom(to_timestamp(created_after))
     if created_before is not None:
         request.created_before.CopyFrom(to_timestamp(created_before))
-    parse = lambda r: Page(  # noqa: E731
-        [Checkpoint.from_proto(c) for c in r.checkpoints], r.next_page_token
-    )
-    return Call("ListCheckpoints", request, parse)
+    return Call("ListCheckpoints", request, _checkpoint_page)
+
+
+def _checkpoint_page(response: Any) -> Page[Checkpoint]:
+    items = [Checkpoint.from_proto(c) for c in response.checkpoints]
+    return Page(items, response.next_page_token)
 
 
 def list_sessions(page_size: int = 1000, page_token: str = "") -> Call[Page[Session]]:
     request = pb.ListSessionsRequest(page_size=page_size, page_token=page_token)
-    parse = lambda r: Page(  # noqa: E731
-        [Session.from_proto(s) for s in r.sessions], r.next_page_token
-    )
-    return Call("ListSessions", request, parse)
+    return Call("ListSessions", request, _session_page)
+
+
+def _session_page(response: Any) -> Page[Session]:
+    return Page([Session.from_proto(s) for s in response.sessions], response.next_page_token)
 
 
 def get_session(session_id: str) -> Call[Session]:
@@ -268,9 +274,7 @@ def reset_branch(
 
 
 def delete_branch(session_id: str, name: str, expected_head: str = "") -> Call[None]:
-    request = pb.DeleteBranchRequest(
-        session_id=session_id, name=name, expected_head=expected_head
-    )
+    request = pb.DeleteBranchRequest(session_id=session_id, name=name, expected_head=expected_head)
     return Call("DeleteBranch", request, lambda _: None)
 
 
@@ -298,9 +302,11 @@ def diff(
         page_size=page_size,
         page_token=page_token,
     )
-    parse = lambda r: Page(  # noqa: E731
-        [_diff_entry(e, include_values) for e in r.entries], r.next_page_token
-    )
+
+    def parse(response: Any) -> Page[DiffEntry]:
+        items = [_diff_entry(e, include_values) for e in response.entries]
+        return Page(items, response.next_page_token)
+
     return Call("Diff", request, parse)
 
 
@@ -322,7 +328,4 @@ def search(
     request = pb.SearchRequest(
         session_id=session_id, query=query, page_size=page_size, page_token=page_token
     )
-    parse = lambda r: Page(  # noqa: E731
-        [Checkpoint.from_proto(c) for c in r.checkpoints], r.next_page_token
-    )
-    return Call("Search", request, parse)
+    return Call("Search", request, _checkpoint_page)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Union
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -97,7 +97,7 @@ class Delete:
     key: str
 
 
-Change = Union[Put, Delete]
+Change = Put | Delete
 
 
 @dataclass(frozen=True)

@@ -248,7 +248,9 @@ def _our_sessions(ctx: Context) -> Plan[list[str]]:
     sessions, token = [], ""
     while True:
         page = yield calls.list_sessions(page_token=token)
-        sessions.extend(s.id for s in page.items if thread_for(s.id, ctx.session_prefix) is not None)
+        sessions.extend(
+            s.id for s in page.items if thread_for(s.id, ctx.session_prefix) is not None
+        )
         token = page.next_page_token
         if not token:
             return sessions
@@ -325,7 +327,11 @@ def put(
     difference between the head and the parent is applied too, so that one atomic create
     always yields exactly the new checkpoint."""
     conf = config["configurable"]
-    thread, ns, parent = str(conf["thread_id"]), conf.get("checkpoint_ns", ""), conf.get("checkpoint_id")
+    thread, ns, parent = (
+        str(conf["thread_id"]),
+        conf.get("checkpoint_ns", ""),
+        conf.get("checkpoint_id"),
+    )
     session, branch = ctx.session(thread), branch_for(ns)
     book = {"id": checkpoint["id"], "ns": ns, "parent": parent}
     stored_meta = {**_json_metadata(config, metadata), BOOK_KEY: book}
@@ -340,12 +346,18 @@ def put(
         try:
             if base is None:
                 changes = _full_state(ctx, doc, values)
-                call = calls.create(session, changes, parent_id=head, branch=branch, metadata=stored_meta)
+                call = calls.create(
+                    session, changes, parent_id=head, branch=branch, metadata=stored_meta
+                )
             else:
                 changes = yield from _changes_on_head(ctx, head, base, doc, values, new_versions)
                 incremental = head is not None
                 call = calls.create(
-                    session, changes, parent_id=head, branch=branch, metadata=stored_meta,
+                    session,
+                    changes,
+                    parent_id=head,
+                    branch=branch,
+                    metadata=stored_meta,
                     incremental=incremental,
                 )
             created = yield call
@@ -484,7 +496,9 @@ def put_writes(
         target = yield from _version_for_write(ctx, session, ns, lg_id)
         if target is None:
             if waited >= ctx.poll_seconds:
-                raise NotFoundError(f"checkpointd: no checkpoint {lg_id} in thread {thread!r} namespace {ns!r}")
+                raise NotFoundError(
+                    f"checkpointd: no checkpoint {lg_id} in thread {thread!r} namespace {ns!r}"
+                )
             pause = min(0.05 * 2 ** min(attempts, 4), 0.5)
             waited += pause
             yield Sleep(pause)
@@ -730,15 +744,24 @@ def _copy_one(
         changes: list[Change] = [Put(k, v) for k, v in state.entries.items()]
         head = yield from _target_head(target, cp.branch, heads)
         call = calls.create(
-            target, changes, parent_id=head, branch=cp.branch, metadata=cp.metadata,
+            target,
+            changes,
+            parent_id=head,
+            branch=cp.branch,
+            metadata=cp.metadata,
             message=cp.message,
         )
     else:
         yield from _point(target, cp.branch, parent, heads)
         ops = yield from _diff_ops(cp.parent_ids[0], cp.id)
         call = calls.create(
-            target, list(ops.values()), parent_id=parent, branch=cp.branch,
-            metadata=cp.metadata, message=cp.message, incremental=True,
+            target,
+            list(ops.values()),
+            parent_id=parent,
+            branch=cp.branch,
+            metadata=cp.metadata,
+            message=cp.message,
+            incremental=True,
         )
     created = yield call
     heads[cp.branch] = created.id
@@ -755,7 +778,9 @@ def _target_head(target: str, branch: str, heads: dict[str, str | None]) -> Plan
     return heads[branch]
 
 
-def _point(target: str, branch: str, checkpoint_id: str, heads: dict[str, str | None]) -> Plan[None]:
+def _point(
+    target: str, branch: str, checkpoint_id: str, heads: dict[str, str | None]
+) -> Plan[None]:
     """Makes `branch` of the target session point at `checkpoint_id`."""
     head = yield from _target_head(target, branch, heads)
     if head == checkpoint_id:
