@@ -33,7 +33,8 @@ class CheckpointdSaver(BaseCheckpointSaver[int]):
 
     Every method exists blocking (`put`, `get_tuple`...) and for asyncio (`aput`,
     `aget_tuple`...). The blocking client connects on first use; the asyncio one is made
-    inside the first event loop that uses the saver, and `aclose()` must run in that loop.
+    inside the event loop that uses the saver (again if a later call runs in another loop), and
+    `aclose()` closes it when run in that loop.
 
         saver = CheckpointdSaver("127.0.0.1:7777")
         graph = builder.compile(checkpointer=saver)
@@ -54,6 +55,7 @@ class CheckpointdSaver(BaseCheckpointSaver[int]):
         self._ctx = plans.Context(self.serde, session_prefix, poll_seconds)
         self._client: Client | None = None
         self._aclient: AsyncClient | None = None
+        self._aclient_loop: asyncio.AbstractEventLoop | None = None
 
     # ---- drivers: run a plan's calls with one client or the other ----------------------------
 
@@ -76,9 +78,7 @@ class CheckpointdSaver(BaseCheckpointSaver[int]):
                 error = err
 
     async def _arun(self, plan: plans.Plan[T]) -> T:
-        if self._aclient is None:
-            self._aclient = AsyncClient(self.target, timeout=self.timeout)
-        client, reply, error = self._aclient, None, None
+        client, reply, error = self._async_client(), None, None
         while True:
             try:
                 step = plan.throw(error) if error is not None else plan.send(reply)
@@ -93,6 +93,16 @@ class CheckpointdSaver(BaseCheckpointSaver[int]):
             except CheckpointdError as err:
                 error = err
 
+    def _async_client(self) -> AsyncClient:
+        """The asyncio client of the running loop. A grpc.aio channel belongs to the loop it was
+        made in, so a saver used from a new loop (a second `asyncio.run`) gets a new client; the
+        old loop's is left to be collected, as it can no longer be closed from its own loop."""
+        loop = asyncio.get_running_loop()
+        if self._aclient is None or self._aclient_loop is not loop:
+            self._aclient = AsyncClient(self.target, timeout=self.timeout)
+            self._aclient_loop = loop
+        return self._aclient
+
     def close(self) -> None:
         """Closes the blocking connection."""
         if self._client is not None:
@@ -102,9 +112,9 @@ class CheckpointdSaver(BaseCheckpointSaver[int]):
     async def aclose(self) -> None:
         """Closes both connections; run it in the loop that used the saver."""
         self.close()
-        if self._aclient is not None:
+        if self._aclient is not None and self._aclient_loop is asyncio.get_running_loop():
             await self._aclient.close()
-            self._aclient = None
+        self._aclient, self._aclient_loop = None, None
 
     # ---- blocking ----------------------------------------------------------------------
 
