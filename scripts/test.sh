@@ -81,6 +81,11 @@ bench_smoke() {
 }
 bench_smoke
 
+ckpt_banner "python client and LangGraph conformance"
+# target/debug/checkpointd is built by cargo test above; the script runs the client's tests and
+# langgraph-checkpoint-conformance on SQLite, then on a database of DATABASE_URL's server.
+ckpt_run scripts/python-client.sh
+
 if [[ $lint == 1 ]]; then
     ckpt_banner "cargo doc"
     RUSTDOCFLAGS="${RUSTDOCFLAGS:+$RUSTDOCFLAGS }-Dwarnings" ckpt_run cargo doc --workspace --no-deps --locked
