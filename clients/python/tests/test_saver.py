@@ -50,8 +50,30 @@ def test_each_checkpoint_is_a_state_of_its_document_and_channel_values(
     )
 
     state = client.read_state(session_id=f"langgraph/{thread}")
-    assert set(state.entries) == {"m/checkpoint", "v/a", "v/b"}
+    # A list is stored element by element, with its length under m/l/.
+    assert set(state.entries) == {"m/checkpoint", "v/a", "m/l/b", "e/b/00000000", "e/b/00000001"}
+    assert state.entries["m/l/b"] == b"2"
     assert state.checkpoint.metadata["source"] == "loop"
+
+
+def test_an_append_to_a_list_stores_only_the_new_element(
+    saver: CheckpointdSaver, client: Client
+) -> None:
+    thread = str(uuid.uuid4())
+    # 200 messages of about 1.6 KB, each unlike the others: over 300 KB of history.
+    history = [f"message {i}: " + f"{i:x}-word " * 200 for i in range(200)]
+    one = put(saver, thread, None, checkpoint({"m": history}, {"m": 1}), {"m": 1})
+    longer = [*history, "the new one"]
+    two = put(saver, thread, one, checkpoint({"m": longer}, {"m": 2}), {"m": 2})
+    shorter = longer[1:]
+    put(saver, thread, two, checkpoint({"m": shorter}, {"m": 3}), {"m": 3})
+
+    third, second, _ = list(client.list_checkpoints(f"langgraph/{thread}"))
+    assert second.summary.logical_bytes > 300_000
+    assert second.summary.stored_bytes < 4_000
+    assert third.summary.entry_count == second.summary.entry_count - 1
+    assert saver.get_tuple(config(thread, two)).checkpoint["channel_values"]["m"] == longer
+    assert saver.get_tuple(config(thread)).checkpoint["channel_values"]["m"] == shorter
 
 
 def test_unchanged_channel_values_are_neither_sent_nor_stored_again(

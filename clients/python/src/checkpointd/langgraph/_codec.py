@@ -3,9 +3,16 @@
     m/checkpoint          the checkpoint without its channel values (LangGraph's serializer)
     m/w/<task id>/<idx>   one pending write: a JSON header line, then the serialized value
     v/<channel>           one channel value: its serializer type, a newline, then the bytes
+    m/l/<channel>         a channel value that is a list: its length, in decimal
+    e/<channel>/<index>   one element of that list (index in 8 digits), encoded as a value
 
 Everything small and read together sits under "m/", so reading the "m/" prefix gives a
-checkpoint's channel versions and pending writes without its (possibly large) values.
+checkpoint's channel versions, list lengths and pending writes without its values.
+
+A list (a message history, most often) is stored element by element because it grows by
+appends: each element is an entry of its own, so a new checkpoint stores only the elements that
+are new. Stored whole, every append would rewrite the value's first chunk (the serialized list
+starts with its length) as well as its last.
 """
 
 from __future__ import annotations
@@ -20,11 +27,64 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 DOC_KEY = "m/checkpoint"
 WRITE_PREFIX = "m/w/"
 VALUE_PREFIX = "v/"
+LIST_PREFIX = "m/l/"
+ELEMENT_PREFIX = "e/"
 SMALL_PREFIX = "m/"
+# Lists longer than this are stored whole: past it the entries would cost more catalog rows
+# than an append saves (a message history this long is rare; any length reads back the same).
+MAX_LIST_ELEMENTS = 16_384
 
 
 def value_key(channel: str) -> str:
     return VALUE_PREFIX + channel
+
+
+def length_key(channel: str) -> str:
+    return LIST_PREFIX + channel
+
+
+def element_key(channel: str, index: int) -> str:
+    return f"{ELEMENT_PREFIX}{channel}/{index:08d}"
+
+
+def value_entries(serde: SerializerProtocol, channel: str, value: Any) -> dict[str, bytes]:
+    """The entries that hold one channel value: one, or a list's length and elements."""
+    if type(value) is not list or len(value) > MAX_LIST_ELEMENTS:
+        return {value_key(channel): encode_value(serde, value)}
+    entries = {length_key(channel): str(len(value)).encode()}
+    for index, element in enumerate(value):
+        entries[element_key(channel, index)] = encode_value(serde, element)
+    return entries
+
+
+def stored_keys(channel: str, length: int | None) -> list[str]:
+    """The keys holding a channel's value: stored whole (`length` None) or as a list."""
+    if length is None:
+        return [value_key(channel)]
+    return [length_key(channel)] + [element_key(channel, i) for i in range(length)]
+
+
+def list_lengths(entries: dict[str, bytes]) -> dict[str, int]:
+    """The length of every channel value stored as a list among `entries`."""
+    found = {}
+    for key, blob in entries.items():
+        if key.startswith(LIST_PREFIX):
+            found[key[len(LIST_PREFIX) :]] = int(blob)
+    return found
+
+
+def read_value(
+    serde: SerializerProtocol, channel: str, entries: dict[str, bytes]
+) -> tuple[bool, Any]:
+    """(True, the channel's value) from a state's entries, or (False, None) when it has none."""
+    blob = entries.get(value_key(channel))
+    if blob is not None:
+        return True, decode_value(serde, blob)
+    length = entries.get(length_key(channel))
+    if length is None:
+        return False, None
+    keys = (element_key(channel, i) for i in range(int(length)))
+    return True, [decode_value(serde, entries[key]) for key in keys]
 
 
 def write_key(task_id: str, idx: int) -> str:

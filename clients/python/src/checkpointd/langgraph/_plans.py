@@ -95,6 +95,8 @@ class Contents:
 
     channel_versions: ChannelVersions
     write_keys: frozenset[str]
+    # Channels whose value is stored as a list (see _codec), and their lengths.
+    list_lengths: dict[str, int]
 
 
 class Context:
@@ -187,9 +189,9 @@ def to_tuple(ctx: Context, thread: str, state: State) -> CheckpointTuple:
     doc = codec.decode_value(ctx.serde, state.entries[codec.DOC_KEY])
     values = {}
     for channel in doc["channel_versions"]:
-        blob = state.entries.get(codec.value_key(channel))
-        if blob is not None:
-            values[channel] = codec.decode_value(ctx.serde, blob)
+        found, value = codec.read_value(ctx.serde, channel, state.entries)
+        if found:
+            values[channel] = value
     metadata = {k: v for k, v in version.metadata.items() if k != BOOK_KEY}
     parent = None
     if version.parent_lg_id:
@@ -304,7 +306,8 @@ def contents_of(ctx: Context, version: Version) -> Plan[Contents]:
     state = yield calls.read_state(version.id, prefix=codec.SMALL_PREFIX)
     doc = codec.decode_value(ctx.serde, state.entries[codec.DOC_KEY])
     writes = frozenset(k for k in state.entries if k.startswith(codec.WRITE_PREFIX))
-    contents = Contents(dict(doc["channel_versions"]), writes)
+    lengths = codec.list_lengths(state.entries)
+    contents = Contents(dict(doc["channel_versions"]), writes, lengths)
     ctx.remember(version, contents)
     return contents
 
@@ -345,12 +348,13 @@ def put(
             base = yield from _version_for_write(ctx, session, ns, parent)
         try:
             if base is None:
-                changes = _full_state(ctx, doc, values)
+                changes, lengths = _full_state(ctx, doc, values)
                 call = calls.create(
                     session, changes, parent_id=head, branch=branch, metadata=stored_meta
                 )
             else:
-                changes = yield from _changes_on_head(ctx, head, base, doc, values, new_versions)
+                planned = yield from _changes_on_head(ctx, head, base, doc, values, new_versions)
+                changes, lengths = planned
                 incremental = head is not None
                 call = calls.create(
                     session,
@@ -367,7 +371,7 @@ def put(
             continue
         version = Version.of(created)
         assert version is not None
-        ctx.remember(version, Contents(dict(doc["channel_versions"]), frozenset()))
+        ctx.remember(version, Contents(dict(doc["channel_versions"]), frozenset(), lengths))
         ctx.set_head(session, branch, created.id)
         return _config(thread, ns, checkpoint["id"])
     raise ConflictError(
@@ -383,20 +387,24 @@ def _changes_on_head(
     doc: dict[str, Any],
     values: dict[str, Any],
     new_versions: ChannelVersions,
-) -> Plan[list[Change]]:
-    """The changes that turn the head's state into the new checkpoint built on `base`."""
+) -> Plan[tuple[list[Change], dict[str, int]]]:
+    """The changes that turn the head's state into the new checkpoint built on `base`, and the
+    new checkpoint's list lengths."""
     contents = yield from contents_of(ctx, base)
     ops: dict[str, Change] = {}
     if head is None:
-        # The branch is gone (its checkpoints were deleted by run): a full state from the base.
-        state = yield calls.read_state(base.id, prefix=codec.VALUE_PREFIX)
-        ops.update((k, Put(k, v)) for k, v in state.entries.items())
+        # The branch is gone (its checkpoints were deleted by run): a full state from the base,
+        # without its pending writes.
+        state = yield calls.read_state(base.id)
+        kept = (k for k in state.entries if not k.startswith(codec.WRITE_PREFIX))
+        ops.update((k, Put(k, state.entries[k])) for k in kept)
     elif head != base.id:
         ops.update((yield from _diff_ops(head, base.id)))
-    ops.update(_delta(ctx, contents, doc, values, new_versions))
+    delta, lengths = _delta(ctx, contents, doc, values, new_versions)
+    ops.update(delta)
     if head is None:
-        return [op for op in ops.values() if isinstance(op, Put)]
-    return list(ops.values())
+        return [op for op in ops.values() if isinstance(op, Put)], lengths
+    return list(ops.values()), lengths
 
 
 def _diff_ops(from_id: str, to_id: str) -> Plan[dict[str, Change]]:
@@ -421,34 +429,45 @@ def _delta(
     doc: dict[str, Any],
     values: dict[str, Any],
     new_versions: ChannelVersions,
-) -> dict[str, Change]:
+) -> tuple[dict[str, Change], dict[str, int]]:
     """The changes from a base checkpoint to the new one: the new document, the channels whose
-    version moved, no channel the new one lacks, and none of the base's pending writes."""
+    version moved, no channel the new one lacks, and none of the base's pending writes. Also
+    the new checkpoint's list lengths."""
     ops: dict[str, Change] = {codec.DOC_KEY: Put(codec.DOC_KEY, codec.encode_value(ctx.serde, doc))}
     ops.update((key, Delete(key)) for key in base.write_keys)
+    lengths = dict(base.list_lengths)
     versions = doc["channel_versions"]
     for channel in base.channel_versions:
         if channel not in versions:
-            key = codec.value_key(channel)
-            ops[key] = Delete(key)
+            gone = codec.stored_keys(channel, lengths.pop(channel, None))
+            ops.update((k, Delete(k)) for k in gone)
     for channel, version in versions.items():
         if channel not in new_versions and base.channel_versions.get(channel) == version:
             continue  # unchanged: the base's value stays, neither sent nor stored again
-        key = codec.value_key(channel)
-        if channel in values:
-            ops[key] = Put(key, codec.encode_value(ctx.serde, values[channel]))
-        else:
-            ops[key] = Delete(key)  # a channel with a version but no value (e.g. emptied)
-    return ops
+        # A channel with a version but no value (e.g. emptied) has no entries.
+        new = codec.value_entries(ctx.serde, channel, values[channel]) if channel in values else {}
+        old_keys = codec.stored_keys(channel, lengths.pop(channel, None))
+        ops.update((k, Delete(k)) for k in old_keys if k not in new)
+        # Every element of a list is sent; those the base holds already cost no storage.
+        ops.update((k, Put(k, blob)) for k, blob in new.items())
+        if codec.length_key(channel) in new:
+            lengths[channel] = len(values[channel])
+    return ops, lengths
 
 
-def _full_state(ctx: Context, doc: dict[str, Any], values: dict[str, Any]) -> list[Change]:
+def _full_state(
+    ctx: Context, doc: dict[str, Any], values: dict[str, Any]
+) -> tuple[list[Change], dict[str, int]]:
     changes: list[Change] = [Put(codec.DOC_KEY, codec.encode_value(ctx.serde, doc))]
+    lengths = {}
     for channel in doc["channel_versions"]:
-        if channel in values:
-            blob = codec.encode_value(ctx.serde, values[channel])
-            changes.append(Put(codec.value_key(channel), blob))
-    return changes
+        if channel not in values:
+            continue
+        entries = codec.value_entries(ctx.serde, channel, values[channel])
+        changes.extend(Put(k, blob) for k, blob in entries.items())
+        if codec.length_key(channel) in entries:
+            lengths[channel] = len(values[channel])
+    return changes, lengths
 
 
 def _json_metadata(config: RunnableConfig, metadata: CheckpointMetadata) -> dict[str, Any]:
@@ -568,7 +587,7 @@ def _commit_writes(
     version = Version.of(created)
     assert version is not None
     written = contents.write_keys | {p.key for p in puts}
-    ctx.remember(version, Contents(contents.channel_versions, written))
+    ctx.remember(version, Contents(contents.channel_versions, written, contents.list_lengths))
     ctx.set_head(session, line, created.id)
 
 
