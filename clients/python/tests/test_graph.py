@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, TypedDict
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
 
 from checkpointd.langgraph import CheckpointdSaver
 from checkpointd.testing import LocalServer
@@ -85,3 +86,34 @@ def test_time_travel_forks_from_an_earlier_checkpoint(server: LocalServer) -> No
     assert forked["turns"] == ["first", "echo: first", "other", "echo: other"]
     assert graph.get_state(config).values["turns"] == forked["turns"]
     saver.close()
+
+
+class Fan(TypedDict):
+    index: int
+    done: Annotated[list[int], operator.add]
+
+
+def fan_graph(saver: CheckpointdSaver):
+    # One step of 64 parallel tasks: LangGraph saves each task's writes as it finishes.
+    builder = StateGraph(Fan)
+    builder.add_node("work", lambda task: {"done": [task["index"]]})
+    spread = [Send("work", {"index": i, "done": []}) for i in range(64)]
+    builder.add_conditional_edges(START, lambda _: spread, ["work"])
+    builder.add_edge("work", END)
+    return builder.compile(checkpointer=saver)
+
+
+def test_the_writes_of_64_parallel_tasks_all_land(server: LocalServer) -> None:
+    config = {"configurable": {"thread_id": f"fan-{uuid.uuid4()}"}}
+    saver = CheckpointdSaver(server.target)
+    done = fan_graph(saver).invoke({"index": -1, "done": []}, config)
+    assert sorted(done["done"]) == list(range(64))
+    saver.close()
+
+
+async def test_the_writes_of_64_parallel_async_tasks_all_land(server: LocalServer) -> None:
+    config = {"configurable": {"thread_id": f"afan-{uuid.uuid4()}"}}
+    saver = CheckpointdSaver(server.target)
+    done = await fan_graph(saver).ainvoke({"index": -1, "done": []}, config)
+    assert sorted(done["done"]) == list(range(64))
+    await saver.aclose()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -26,6 +28,11 @@ T = TypeVar("T")
 
 # Seconds put_writes waits for the checkpoint it names to be stored (see _plans.Context).
 DEFAULT_POLL_SECONDS = 10.0
+# Writes to one thread through one saver take turns: LangGraph saves the writes of a step's
+# parallel tasks concurrently, and each is a new head of the same branch, so without turns all
+# but one would be refused and rebuilt, over and over (64 tasks exhausted the retries). Threads
+# share this many locks.
+WRITE_LOCK_STRIPES = 64
 
 
 class CheckpointdSaver(BaseCheckpointSaver[int]):
@@ -56,42 +63,74 @@ class CheckpointdSaver(BaseCheckpointSaver[int]):
         self._client: Client | None = None
         self._aclient: AsyncClient | None = None
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
+        self._turns = [threading.Lock() for _ in range(WRITE_LOCK_STRIPES)]
+        self._aturns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[asyncio.Lock]]
+        self._aturns = weakref.WeakKeyDictionary()
+        self._aturns_guard = threading.Lock()
 
     # ---- drivers: run a plan's calls with one client or the other ----------------------------
 
-    def _run(self, plan: plans.Plan[T]) -> T:
+    def _run(self, plan: plans.Plan[T], turn: threading.Lock | None = None) -> T:
+        """Runs a plan; with `turn`, holds it throughout except while the plan sleeps."""
         if self._client is None:
             self._client = Client(self.target, timeout=self.timeout)
         client, reply, error = self._client, None, None
-        while True:
-            try:
-                step = plan.throw(error) if error is not None else plan.send(reply)
-            except StopIteration as done:
-                return done.value
-            reply, error = None, None
-            if isinstance(step, plans.Sleep):
-                time.sleep(step.seconds)
-                continue
-            try:
-                reply = client.run(step)
-            except CheckpointdError as err:
-                error = err
+        if turn is not None:
+            turn.acquire()
+        try:
+            while True:
+                try:
+                    step = plan.throw(error) if error is not None else plan.send(reply)
+                except StopIteration as done:
+                    return done.value
+                reply, error = None, None
+                if isinstance(step, plans.Sleep):
+                    _sleep_without(turn, step.seconds)
+                    continue
+                try:
+                    reply = client.run(step)
+                except CheckpointdError as err:
+                    error = err
+        finally:
+            if turn is not None:
+                turn.release()
 
-    async def _arun(self, plan: plans.Plan[T]) -> T:
+    async def _arun(self, plan: plans.Plan[T], turn: asyncio.Lock | None = None) -> T:
+        """Runs a plan; with `turn`, holds it throughout except while the plan sleeps."""
         client, reply, error = self._async_client(), None, None
-        while True:
-            try:
-                step = plan.throw(error) if error is not None else plan.send(reply)
-            except StopIteration as done:
-                return done.value
-            reply, error = None, None
-            if isinstance(step, plans.Sleep):
-                await asyncio.sleep(step.seconds)
-                continue
-            try:
-                reply = await client.run(step)
-            except CheckpointdError as err:
-                error = err
+        if turn is not None:
+            await turn.acquire()
+        try:
+            while True:
+                try:
+                    step = plan.throw(error) if error is not None else plan.send(reply)
+                except StopIteration as done:
+                    return done.value
+                reply, error = None, None
+                if isinstance(step, plans.Sleep):
+                    await _asleep_without(turn, step.seconds)
+                    continue
+                try:
+                    reply = await client.run(step)
+                except CheckpointdError as err:
+                    error = err
+        finally:
+            if turn is not None:
+                turn.release()
+
+    def _turn(self, config: RunnableConfig) -> threading.Lock:
+        """The lock blocking writes to `config`'s thread take turns on."""
+        return self._turns[_stripe(config)]
+
+    def _aturn(self, config: RunnableConfig) -> asyncio.Lock:
+        """The same for asyncio: the running loop's lock for `config`'s thread."""
+        loop = asyncio.get_running_loop()
+        with self._aturns_guard:
+            locks = self._aturns.get(loop)
+            if locks is None:
+                locks = [asyncio.Lock() for _ in range(WRITE_LOCK_STRIPES)]
+                self._aturns[loop] = locks
+        return locks[_stripe(config)]
 
     def _async_client(self) -> AsyncClient:
         """The asyncio client of the running loop. A grpc.aio channel belongs to the loop it was
@@ -142,7 +181,8 @@ class CheckpointdSaver(BaseCheckpointSaver[int]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return self._run(plans.put(self._ctx, config, dict(checkpoint), metadata, new_versions))
+        plan = plans.put(self._ctx, config, dict(checkpoint), metadata, new_versions)
+        return self._run(plan, self._turn(config))
 
     def put_writes(
         self,
@@ -151,7 +191,8 @@ class CheckpointdSaver(BaseCheckpointSaver[int]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        self._run(plans.put_writes(self._ctx, config, writes, task_id, task_path))
+        plan = plans.put_writes(self._ctx, config, writes, task_id, task_path)
+        self._run(plan, self._turn(config))
 
     def delete_thread(self, thread_id: str) -> None:
         self._run(plans.delete_thread(self._ctx, thread_id))
@@ -192,7 +233,7 @@ class CheckpointdSaver(BaseCheckpointSaver[int]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         plan = plans.put(self._ctx, config, dict(checkpoint), metadata, new_versions)
-        return await self._arun(plan)
+        return await self._arun(plan, self._aturn(config))
 
     async def aput_writes(
         self,
@@ -201,7 +242,8 @@ class CheckpointdSaver(BaseCheckpointSaver[int]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        await self._arun(plans.put_writes(self._ctx, config, writes, task_id, task_path))
+        plan = plans.put_writes(self._ctx, config, writes, task_id, task_path)
+        await self._arun(plan, self._aturn(config))
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self._arun(plans.delete_thread(self._ctx, thread_id))
@@ -214,3 +256,30 @@ class CheckpointdSaver(BaseCheckpointSaver[int]):
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         await self._arun(plans.prune(self._ctx, thread_ids, strategy))
+
+
+def _stripe(config: RunnableConfig) -> int:
+    return hash(str(config["configurable"]["thread_id"])) % WRITE_LOCK_STRIPES
+
+
+def _sleep_without(turn: threading.Lock | None, seconds: float) -> None:
+    """Sleeps with `turn` released, so that the put a waiting put_writes needs can run."""
+    if turn is None:
+        time.sleep(seconds)
+        return
+    turn.release()
+    try:
+        time.sleep(seconds)
+    finally:
+        turn.acquire()
+
+
+async def _asleep_without(turn: asyncio.Lock | None, seconds: float) -> None:
+    if turn is None:
+        await asyncio.sleep(seconds)
+        return
+    turn.release()
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        await turn.acquire()
