@@ -21,6 +21,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from checkpointd.client import DEFAULT_TARGET, DEFAULT_TIMEOUT, AsyncClient, Client
 from checkpointd.errors import CheckpointdError
+from checkpointd.langgraph import _admin as admin
 from checkpointd.langgraph import _plans as plans
 from checkpointd.langgraph._names import DEFAULT_SESSION_PREFIX
 
@@ -195,16 +196,16 @@ class CheckpointdSaver(BaseCheckpointSaver[int]):
         self._run(plan, self._turn(config))
 
     def delete_thread(self, thread_id: str) -> None:
-        self._run(plans.delete_thread(self._ctx, thread_id))
+        self._run(admin.delete_thread(self._ctx, thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self._run(plans.delete_for_runs(self._ctx, run_ids))
+        self._run(admin.delete_for_runs(self._ctx, run_ids))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self._run(plans.copy_thread(self._ctx, source_thread_id, target_thread_id))
+        self._run(admin.copy_thread(self._ctx, source_thread_id, target_thread_id))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        self._run(plans.prune(self._ctx, thread_ids, strategy))
+        self._run(admin.prune(self._ctx, thread_ids, strategy))
 
     # ---- asyncio -----------------------------------------------------------------------
 
@@ -246,16 +247,16 @@ class CheckpointdSaver(BaseCheckpointSaver[int]):
         await self._arun(plan, self._aturn(config))
 
     async def adelete_thread(self, thread_id: str) -> None:
-        await self._arun(plans.delete_thread(self._ctx, thread_id))
+        await self._arun(admin.delete_thread(self._ctx, thread_id))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await self._arun(plans.delete_for_runs(self._ctx, run_ids))
+        await self._arun(admin.delete_for_runs(self._ctx, run_ids))
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await self._arun(plans.copy_thread(self._ctx, source_thread_id, target_thread_id))
+        await self._arun(admin.copy_thread(self._ctx, source_thread_id, target_thread_id))
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        await self._arun(plans.prune(self._ctx, thread_ids, strategy))
+        await self._arun(admin.prune(self._ctx, thread_ids, strategy))
 
 
 def _stripe(config: RunnableConfig) -> int:
