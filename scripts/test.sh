@@ -82,9 +82,10 @@ bench_smoke() {
 bench_smoke
 
 ckpt_banner "python client and LangGraph conformance"
-# target/debug/checkpointd is built by cargo test above; the script runs the client's tests and
-# langgraph-checkpoint-conformance on SQLite, then on a database of DATABASE_URL's server.
-ckpt_run scripts/python-client.sh
+# The client's tests and langgraph-checkpoint-conformance, on SQLite, then on a database of
+# DATABASE_URL's server. The binary bench_smoke built is passed in: a `cargo build` of the
+# server alone could resolve other features and rebuild.
+CHECKPOINTD_BIN="$PWD/target/debug/checkpointd" ckpt_run scripts/python-client.sh
 
 if [[ $lint == 1 ]]; then
     ckpt_banner "cargo doc"
