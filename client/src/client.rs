@@ -7,14 +7,14 @@ use futures::StreamExt;
 use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use ckpt_proto::v1 as pb;
 use pb::checkpoint_service_client::CheckpointServiceClient;
 
+use crate::metadata::Outgoing;
 use crate::model::{convert_all, missing};
 use crate::read::StateReader;
-use crate::trace::TraceContext;
 use crate::write::{create_request, upload_parts};
 use crate::{Checkpoint, Error, NewCheckpoint, Page, ReadFilter, Session, State, Target};
 
@@ -40,6 +40,116 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// number of round trips down.
 const FOLLOW_PAGE_SIZE: u32 = 1000;
 
+/// How to reach a server: its address, an API key sent with every call, and TLS settings.
+/// Made by [`Client::builder`]; [`connect`](Self::connect) opens the connection.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = ckpt_client::Client::builder("https://ckpt.internal:7777")
+///     .api_key(std::env::var("CKPT_API_KEY")?)
+///     .tls_ca_pem(std::fs::read("ca.pem")?)
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ClientBuilder {
+    addr: String,
+    api_key: Option<String>,
+    ca_pem: Option<Vec<u8>>,
+    identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    domain: Option<String>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("addr", &self.addr)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("ca_pem", &self.ca_pem.is_some())
+            .field("identity_pem", &self.identity_pem.is_some())
+            .field("domain", &self.domain)
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    /// Sends `key` (`ckpt_…`, from `checkpointd keys create`) as `authorization: Bearer` with
+    /// every call.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// Trusts the CA certificate(s) in `pem` for the server's certificate, instead of the
+    /// platform's certificate authorities. Implies TLS.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Presents this certificate chain and private key (PEM) to a server that requires mutual
+    /// TLS. Implies TLS.
+    pub fn tls_identity_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.identity_pem = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// The name the server's certificate must carry, when it differs from the address's host
+    /// (e.g. when connecting by IP address).
+    pub fn tls_domain(mut self, name: impl Into<String>) -> Self {
+        self.domain = Some(name.into());
+        self
+    }
+
+    /// Opens the connection. An address without a scheme means `http://`, or `https://` when
+    /// a TLS option is set; TLS options with an `http://` address are refused.
+    pub async fn connect(self) -> Result<Client, Error> {
+        let outgoing = match &self.api_key {
+            Some(key) => Outgoing::with_api_key(key)?,
+            None => Outgoing::default(),
+        };
+        let wants_tls = self.ca_pem.is_some() || self.identity_pem.is_some();
+        let mut addr = self.addr.clone();
+        if !addr.contains("://") {
+            addr.insert_str(0, if wants_tls { "https://" } else { "http://" });
+        }
+        let tls = addr.starts_with("https://");
+        if wants_tls && !tls {
+            return Err(Error::InvalidArgument(format!(
+                "TLS options need an https:// server address, not {addr}"
+            )));
+        }
+
+        let mut endpoint = Endpoint::from_shared(addr)
+            .map_err(Error::Connect)?
+            .tcp_nodelay(true)
+            .connect_timeout(CONNECT_TIMEOUT);
+        if tls {
+            endpoint = endpoint
+                .tls_config(self.tls_config())
+                .map_err(Error::Connect)?;
+        }
+        let channel = endpoint.connect().await.map_err(Error::Connect)?;
+        Ok(Client::with_metadata(channel, outgoing))
+    }
+
+    fn tls_config(&self) -> ClientTlsConfig {
+        let mut config = ClientTlsConfig::new();
+        config = match &self.ca_pem {
+            Some(pem) => config.ca_certificate(Certificate::from_pem(pem)),
+            None => config.with_native_roots(),
+        };
+        if let Some((cert, key)) = &self.identity_pem {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &self.domain {
+            config = config.domain_name(domain.clone());
+        }
+        config
+    }
+}
+
 /// Which checkpoints a listing returns; every set field must hold.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ListFilter {
@@ -57,13 +167,14 @@ pub struct ListFilter {
     pub message_contains: Option<String>,
 }
 
-/// The generated client over a channel that carries the caller's trace context.
-pub(crate) type Rpc = CheckpointServiceClient<InterceptedService<Channel, TraceContext>>;
+/// The generated client over a channel that carries the caller's trace context and API key.
+pub(crate) type Rpc = CheckpointServiceClient<InterceptedService<Channel, Outgoing>>;
 
 /// An async handle on a checkpointd server. Cheap to clone; clones share one connection.
 ///
 /// Each call carries the caller's current OpenTelemetry span (if any) as W3C `traceparent`
-/// metadata, so the server's spans join the caller's trace.
+/// metadata, so the server's spans join the caller's trace, and the API key given to
+/// [`ClientBuilder::api_key`], if any.
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: Rpc,
@@ -71,24 +182,31 @@ pub struct Client {
 
 impl Client {
     /// Connects to `addr`, e.g. `http://127.0.0.1:7777`; `127.0.0.1:7777` means the same.
+    /// An `https://` address is reached over TLS, trusting the platform's certificate
+    /// authorities. For an API key, a private CA or a client certificate, use
+    /// [`Client::builder`].
     pub async fn connect(addr: impl Into<String>) -> Result<Client, Error> {
-        let mut addr = addr.into();
-        if !addr.contains("://") {
-            addr.insert_str(0, "http://");
+        Self::builder(addr).connect().await
+    }
+
+    /// Starts describing how to reach the server at `addr`; see [`ClientBuilder`].
+    pub fn builder(addr: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            addr: addr.into(),
+            api_key: None,
+            ca_pem: None,
+            identity_pem: None,
+            domain: None,
         }
-        let channel = Endpoint::from_shared(addr)
-            .map_err(Error::Connect)?
-            .tcp_nodelay(true)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .connect()
-            .await
-            .map_err(Error::Connect)?;
-        Ok(Self::from_channel(channel))
     }
 
     /// Wraps an existing channel (e.g. one built with custom TLS or timeouts).
     pub fn from_channel(channel: Channel) -> Client {
-        let inner = CheckpointServiceClient::with_interceptor(channel, TraceContext)
+        Self::with_metadata(channel, Outgoing::default())
+    }
+
+    fn with_metadata(channel: Channel, outgoing: Outgoing) -> Client {
+        let inner = CheckpointServiceClient::with_interceptor(channel, outgoing)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Client { inner }

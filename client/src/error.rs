@@ -41,6 +41,13 @@ pub enum Error {
     /// The server is unreachable or overloaded; the call may be retried.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The server requires an API key and got none, a malformed one, or one that is unknown
+    /// or revoked.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The API key is valid, but its role does not allow the call.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// The connection to the server could not be established.
     #[error("failed to connect to the server")]
     Connect(#[source] tonic::transport::Error),
@@ -66,6 +73,8 @@ impl Error {
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::DataLoss(_) => Code::DataLoss,
             Error::Unavailable(_) | Error::Connect(_) => Code::Unavailable,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Status(status) => status.code(),
             Error::Protocol(_) => Code::Internal,
         }
@@ -95,6 +104,8 @@ impl From<tonic::Status> for Error {
             Code::ResourceExhausted => Error::ResourceExhausted(message),
             Code::DataLoss => Error::DataLoss(message),
             Code::Unavailable => Error::Unavailable(message),
+            Code::Unauthenticated => Error::Unauthenticated(message),
+            Code::PermissionDenied => Error::PermissionDenied(message),
             _ => Error::Status(status),
         }
     }
@@ -162,7 +173,8 @@ mod tests {
             (Code::DataLoss, "DataLoss"),
             (Code::Unavailable, "Unavailable"),
             (Code::Internal, "Status"),
-            (Code::PermissionDenied, "Status"),
+            (Code::Unauthenticated, "Unauthenticated"),
+            (Code::PermissionDenied, "PermissionDenied"),
             (Code::DeadlineExceeded, "Status"),
         ];
         for (code, variant) in cases {

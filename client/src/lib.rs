@@ -20,6 +20,7 @@ mod error;
 mod feed;
 mod gc;
 pub mod json;
+mod metadata;
 mod model;
 mod read;
 mod refs;
@@ -28,7 +29,7 @@ mod trace;
 mod transfer;
 mod write;
 
-pub use client::{CREATE_ATTEMPTS, Client, ListFilter, MAX_MESSAGE_BYTES, UNARY_LIMIT};
+pub use client::{CREATE_ATTEMPTS, Client, ClientBuilder, ListFilter, MAX_MESSAGE_BYTES, UNARY_LIMIT};
 pub use error::Error;
 pub use feed::{Event, EventKind, Lease};
 pub use gc::{

@@ -32,6 +32,10 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "CKPT_SERVER", default_value = "http://127.0.0.1:7777")]
     pub(crate) server: String,
 
+    /// API key for a server that requires one (sent with every call).
+    #[arg(long, env = "CKPT_API_KEY", hide_env_values = true)]
+    pub(crate) api_key: Option<String>,
+
     /// The call to measure.
     #[arg(long, value_enum, default_value_t = Call::Create)]
     pub(crate) call: Call,

@@ -28,7 +28,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     args.validate()?;
     let run_id = run_id();
     let ctx = Context {
-        clients: connect(&args.server, args.connections()).await?,
+        clients: connect(&args.server, args.api_key.as_deref(), args.connections()).await?,
         payload: Arc::new(Payload::new(args.payload(), run_id)),
         sessions: session_ids(args.call, run_id, args.sessions()),
         concurrency: args.concurrency as usize,
@@ -134,10 +134,15 @@ async fn wait_for_slot(pacer: &Pacer, plan: &Plan) -> bool {
 }
 
 /// Opens `n` connections (each `Client::connect` is its own HTTP/2 connection).
-async fn connect(server: &str, n: u32) -> anyhow::Result<Vec<Client>> {
+async fn connect(server: &str, api_key: Option<&str>, n: u32) -> anyhow::Result<Vec<Client>> {
     let mut clients = Vec::with_capacity(n as usize);
     for _ in 0..n {
-        let client = Client::connect(server)
+        let mut builder = Client::builder(server);
+        if let Some(key) = api_key {
+            builder = builder.api_key(key);
+        }
+        let client = builder
+            .connect()
             .await
             .with_context(|| format!("failed to connect to {server}"))?;
         clients.push(client);

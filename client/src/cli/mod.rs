@@ -17,6 +17,7 @@ mod transfer;
 mod watch;
 
 use std::io::{self, IsTerminal};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -48,6 +49,11 @@ pub(crate) mod exit {
     pub(crate) const RESOURCE_EXHAUSTED: u8 = 8;
     /// The call ran past its deadline and was stopped; nothing of it was committed.
     pub(crate) const DEADLINE_EXCEEDED: u8 = 9;
+    /// The server requires an API key and got none, a malformed one, or an unknown or revoked
+    /// one.
+    pub(crate) const UNAUTHENTICATED: u8 = 10;
+    /// The API key's role does not allow the command.
+    pub(crate) const PERMISSION_DENIED: u8 = 11;
 }
 
 const AFTER_HELP: &str = "\
@@ -64,7 +70,10 @@ Exit codes:
   7  server unavailable or unreachable
   8  a limit was hit: the server is at its limit of concurrent calls (retry with backoff), or a
      value or message is too large
-  9  the call ran past its deadline; nothing of it was committed";
+  9  the call ran past its deadline; nothing of it was committed
+ 10  unauthenticated: the server requires an API key (--api-key or CKPT_API_KEY), or the key
+     given is malformed, unknown or revoked
+ 11  permission denied: the API key's role (read, write, admin) does not allow the command";
 
 /// Save, restore and browse checkpoints of agent sessions on a checkpointd server.
 #[derive(Debug, Parser)]
@@ -78,6 +87,36 @@ pub(crate) struct Cli {
         default_value = "http://127.0.0.1:7777"
     )]
     server: String,
+
+    /// API key for a server that requires one (`ckpt_…`, from `checkpointd keys create`).
+    /// Prefer the variable: a flag's value shows in the process list.
+    #[arg(long, global = true, env = "CKPT_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+
+    /// PEM CA certificate to trust for an https:// server, instead of the platform's roots.
+    /// Given with a --server without a scheme, https:// is assumed.
+    #[arg(long, global = true, env = "CKPT_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate for a server that requires mutual TLS (with --tls-key).
+    #[arg(
+        long,
+        global = true,
+        env = "CKPT_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "CKPT_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 
     /// Format of the results printed on standard output.
     #[arg(
@@ -149,7 +188,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         // Refuse before connecting, so a missing --yes is reported even with no server.
         browse::confirm_delete_session(args)?;
     }
-    let client = Client::connect(cli.server.as_str())
+    let client = connect(&cli)
         .await
         .with_context(|| format!("cannot reach checkpointd at {}", cli.server))?;
 
@@ -177,6 +216,25 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Retention(args) => gc::retention(&client, args, output).await,
         Command::Watch(args) => watch::run(&client, args, output).await,
     }
+}
+
+/// Connects as the global options say: server address, API key, TLS files.
+async fn connect(cli: &Cli) -> anyhow::Result<Client> {
+    let mut builder = Client::builder(cli.server.as_str());
+    if let Some(key) = &cli.api_key {
+        builder = builder.api_key(key.as_str());
+    }
+    if let Some(path) = &cli.tls_ca {
+        builder = builder.tls_ca_pem(read_pem(path)?);
+    }
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        builder = builder.tls_identity_pem(read_pem(cert)?, read_pem(key)?);
+    }
+    Ok(builder.connect().await?)
+}
+
+fn read_pem(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// Prints `err` for a person and returns the exit code it maps to.
@@ -240,6 +298,8 @@ fn code_exit(code: Code) -> u8 {
         Code::Unavailable => exit::UNAVAILABLE,
         Code::ResourceExhausted => exit::RESOURCE_EXHAUSTED,
         Code::DeadlineExceeded => exit::DEADLINE_EXCEEDED,
+        Code::Unauthenticated => exit::UNAUTHENTICATED,
+        Code::PermissionDenied => exit::PERMISSION_DENIED,
         _ => exit::GENERIC,
     }
 }
@@ -358,5 +418,7 @@ mod tests {
         assert_eq!(code_exit(Code::DataLoss), 6);
         assert_eq!(code_exit(Code::Unavailable), 7);
         assert_eq!(code_exit(Code::Internal), 1);
+        assert_eq!(code_exit(Code::Unauthenticated), 10);
+        assert_eq!(code_exit(Code::PermissionDenied), 11);
     }
 }
