@@ -2,6 +2,7 @@
 //! a Postgres implementation (and room for more). Everything mutable lives here; the object
 //! store only ever receives new immutable objects.
 
+pub mod keys;
 mod postgres;
 mod sqlite;
 
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use self::keys::{ApiKeyRecord, KeyStore, NewApiKey, Role};
 pub use self::postgres::PostgresCatalog;
 pub use self::sqlite::SqliteCatalog;
 use crate::core::codec::Codec;
@@ -26,14 +28,24 @@ pub async fn open(
     max_connections: u32,
     acquire_timeout: Duration,
 ) -> Result<Arc<dyn Catalog>> {
+    Ok(open_with_keys(url, max_connections, acquire_timeout)
+        .await?
+        .0)
+}
+
+/// Like [`open`], also returning the same database's API keys (sharing its connections).
+pub async fn open_with_keys(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<(Arc<dyn Catalog>, Arc<dyn KeyStore>)> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(
-            PostgresCatalog::connect(url, max_connections, acquire_timeout).await?,
-        ))
+        let catalog =
+            Arc::new(PostgresCatalog::connect(url, max_connections, acquire_timeout).await?);
+        Ok((Arc::clone(&catalog) as Arc<dyn Catalog>, catalog))
     } else {
-        Ok(Arc::new(
-            SqliteCatalog::open_url(url, max_connections).await?,
-        ))
+        let catalog = Arc::new(SqliteCatalog::open_url(url, max_connections).await?);
+        Ok((Arc::clone(&catalog) as Arc<dyn Catalog>, catalog))
     }
 }
 

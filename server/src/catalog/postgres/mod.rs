@@ -6,6 +6,7 @@
 
 mod feed;
 mod gc;
+mod keys;
 mod refs;
 mod rows;
 
