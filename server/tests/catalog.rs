@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ckpt_server::catalog::{
-    self, BlobKind, Catalog, CatalogError, CheckpointFilter, Location, NewBlob, NewCheckpoint,
+    self, BlobKind, Catalog, CatalogError, CheckpointFilter, Location, NewApiKey, NewBlob,
+    NewCheckpoint, Role,
 };
 use ckpt_server::core::codec::Codec;
 use ckpt_server::core::hash::Hash;
@@ -451,6 +452,57 @@ async fn listings_filter_by_tag_metadata_time_and_message(backend: Backend) {
     assert_eq!(next.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
 }
 
+async fn api_keys_are_stored_found_listed_and_revoked(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = match backend {
+        Backend::Sqlite => dir.path().join("catalog.db").to_string_lossy().into_owned(),
+        Backend::Postgres => common::fresh_database().await,
+    };
+    let (_, keys) = catalog::open_with_keys(&url, 8, Duration::from_secs(10))
+        .await
+        .expect("catalog opens");
+    let new_key = |id: &str, role| NewApiKey {
+        id: id.into(),
+        tenant: "acme".into(),
+        role,
+        secret_hash: [7; 32],
+        name: format!("key {id}"),
+    };
+
+    let created = keys.create_key(new_key("a1", Role::Write)).await.unwrap();
+    assert_eq!((created.role, created.revoked_at), (Role::Write, None));
+    assert_eq!(created.secret_hash, [7; 32]);
+    let taken = keys
+        .create_key(new_key("a1", Role::Read))
+        .await
+        .unwrap_err();
+    assert!(matches!(taken, CatalogError::AlreadyExists(_)), "{taken:?}");
+    keys.create_key(new_key("b2", Role::Admin)).await.unwrap();
+
+    assert_eq!(keys.key("a1").await.unwrap(), Some(created.clone()));
+    assert_eq!(keys.key("zz").await.unwrap(), None);
+    let listed: Vec<String> = keys
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(listed, ["a1", "b2"]);
+
+    // Revocation is seen by the next lookup, and a second one keeps the first time.
+    let revoked = keys.revoke_key("a1").await.unwrap();
+    let when = revoked.revoked_at.expect("revocation time");
+    assert_eq!(
+        keys.key("a1").await.unwrap().unwrap().revoked_at,
+        Some(when)
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(keys.revoke_key("a1").await.unwrap().revoked_at, Some(when));
+    let missing = keys.revoke_key("zz").await.unwrap_err();
+    assert!(matches!(missing, CatalogError::NotFound(_)), "{missing:?}");
+}
+
 macro_rules! on_every_catalog {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -477,6 +529,7 @@ on_every_catalog!(
     deletes_keep_heads_and_free_names,
     text_is_stored_verbatim,
     listings_filter_by_tag_metadata_time_and_message,
+    api_keys_are_stored_found_listed_and_revoked,
 );
 
 /// Regression: the commit looked its parent up by id *and* session. Under a generic plan (the
