@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::admin::KeysCommand;
 use crate::config::{Config, redact_url_password};
 
 /// checkpointd: a networked checkpoint service for AI-agent sessions.
@@ -37,13 +38,16 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Serve gRPC until SIGTERM or SIGINT (what runs when no subcommand is given).
     Serve,
     /// Apply pending catalog migrations, then exit. Instances also migrate when they start;
     /// this runs it once, ahead of a rollout.
     Migrate,
+    /// Create, list or revoke API keys, in the catalog --database names.
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 /// Settings the file may not set: they choose the file or what to do, not how to serve.

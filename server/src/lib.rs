@@ -4,6 +4,8 @@
 //! services; [`grpc`] turns requests into engine calls; [`core`] holds the logic (chunking,
 //! manifests, writes and reads); [`catalog`] and [`blobs`] hold the bytes.
 
+pub mod admin;
+pub mod auth;
 pub mod blobs;
 pub mod catalog;
 pub mod cli;

@@ -13,9 +13,10 @@ async fn main() -> anyhow::Result<()> {
     let config = loaded.cli.settings.clone();
     let telemetry = ckpt_server::telemetry::init(&config)?;
     tracing::info!(settings = %loaded.summary(), "effective configuration");
-    let outcome = match loaded.cli.command.unwrap_or(Command::Serve) {
+    let outcome = match loaded.cli.command.clone().unwrap_or(Command::Serve) {
         Command::Serve => ckpt_server::run(config).await,
         Command::Migrate => ckpt_server::migrate(&config).await,
+        Command::Keys(command) => ckpt_server::admin::keys(&config, command).await,
     };
     telemetry.shutdown().await;
     outcome

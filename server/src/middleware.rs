@@ -32,7 +32,7 @@ const EXEMPT: [&str; 4] = [
     "/ckpt.v1.CheckpointService/Watch",
 ];
 
-fn is_exempt<B>(request: &Request<B>) -> bool {
+pub(crate) fn is_exempt<B>(request: &Request<B>) -> bool {
     let path = request.uri().path();
     EXEMPT.iter().any(|prefix| path.starts_with(prefix))
 }
