@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod middleware;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 pub use self::config::Config;
 pub use self::server::{RunningServer, migrate, run, start};
