@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use clap::{Parser, ValueEnum};
 
+use crate::auth::RateLimit;
 use crate::core::EngineConfig;
+use crate::tls::TlsFiles;
 
 /// checkpointd: a networked checkpoint service for AI-agent sessions.
 #[derive(Debug, Clone, Parser)]
@@ -111,6 +113,48 @@ pub struct Config {
     #[arg(long, env = "CKPT_SHUTDOWN_DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub shutdown_drain_delay: Duration,
 
+    // Access.
+    /// Whether every call needs an API key (`required`) or none does (`off`). Off is allowed
+    /// only while --listen is a loopback address, unless --allow-unauthenticated says
+    /// otherwise. Keys come from `checkpointd keys create`.
+    #[arg(long, env = "CKPT_AUTH", value_enum, default_value_t = AuthMode::Off)]
+    pub auth: AuthMode,
+
+    /// Serve with --auth off on an address beyond loopback: anyone who reaches the port may
+    /// read, write and delete every session. Only for a network where something else admits
+    /// callers.
+    #[arg(long, env = "CKPT_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// Calls per second each tenant may make to this instance; beyond it calls are refused
+    /// with RESOURCE_EXHAUSTED. "0" means no limit. Applies only with --auth required.
+    #[arg(long, env = "CKPT_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
+
+    /// Calls a tenant may make at once above --rate-limit after a quiet spell. Default: one
+    /// second's worth (the rate itself).
+    #[arg(long, env = "CKPT_RATE_LIMIT_BURST", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: Option<u32>,
+
+    /// PEM certificate chain to serve TLS with (the server's certificate first); needs
+    /// --tls-key. Unset: plain-text HTTP/2.
+    #[arg(long, env = "CKPT_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CKPT_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s) for mutual TLS: every client must present a certificate they
+    /// signed. Unset: no client certificate is asked for.
+    #[arg(long, env = "CKPT_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How often the TLS files are checked for changes; changed files are loaded for new
+    /// connections without a restart (SIGHUP reloads at once).
+    #[arg(long, env = "CKPT_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Duration,
+
     // Telemetry.
     //
     // Traces and metrics go to an OTLP collector when the standard OTEL_EXPORTER_OTLP_*
@@ -118,6 +162,15 @@ pub struct Config {
     /// Address to serve Prometheus metrics on, at `GET /metrics`. Unset: no endpoint.
     #[arg(long, env = "CKPT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Whether calls need an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Every call but health checks and reflection needs a valid key.
+    Required,
+    /// No authentication: anyone who reaches the port may do anything. Loopback only.
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -146,6 +199,44 @@ impl Config {
             default_retention: self.retention.clone(),
             ..EngineConfig::default()
         }
+    }
+
+    /// The TLS files, when TLS is configured; an error names a half-configured pair.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            })),
+            (None, None) if self.tls_client_ca.is_none() => Ok(None),
+            (None, None) => Err("--tls-client-ca needs --tls-cert and --tls-key".into()),
+            (Some(_), None) => Err("--tls-cert needs --tls-key".into()),
+            (None, Some(_)) => Err("--tls-key needs --tls-cert".into()),
+        }
+    }
+
+    /// Refuses to serve without authentication beyond loopback, unless told to.
+    pub fn check_auth(&self) -> Result<(), String> {
+        let beyond_loopback = !self.listen.ip().is_loopback();
+        if self.auth == AuthMode::Off && beyond_loopback && !self.allow_unauthenticated {
+            return Err(format!(
+                "refusing to listen on {} with --auth off: without authentication anyone who \
+                 reaches the port may read, write and delete every session. Use --auth required \
+                 (create keys with `checkpointd keys create`), listen on a loopback address, \
+                 or add --allow-unauthenticated if something else admits callers",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+
+    /// The per-tenant rate limit, when one is set.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        (self.rate_limit > 0).then(|| RateLimit {
+            per_second: f64::from(self.rate_limit),
+            burst: f64::from(self.rate_limit_burst.unwrap_or(self.rate_limit)),
+        })
     }
 
     /// The catalog URL or path in effect.
@@ -271,6 +362,68 @@ mod tests {
         assert!(err.to_string().contains("minimum"), "{err}");
         let c = Config::parse_from(["checkpointd", "--max-message-size", "4MiB"]);
         assert_eq!(c.max_message_size, ByteSize::mib(4));
+    }
+
+    #[test]
+    fn auth_may_be_off_only_on_loopback() {
+        let c = Config::parse_from(["checkpointd"]);
+        assert_eq!(c.auth, AuthMode::Off);
+        assert!(c.check_auth().is_ok());
+        let c = Config::parse_from(["checkpointd", "--listen", "[::1]:7777"]);
+        assert!(c.check_auth().is_ok());
+        let c = Config::parse_from(["checkpointd", "--listen", "0.0.0.0:7777"]);
+        let err = c.check_auth().unwrap_err();
+        assert!(err.contains("--auth required"), "{err}");
+        let c = Config::parse_from([
+            "checkpointd",
+            "--listen",
+            "0.0.0.0:7777",
+            "--auth",
+            "required",
+        ]);
+        assert!(c.check_auth().is_ok());
+        let c = Config::parse_from([
+            "checkpointd",
+            "--listen",
+            "0.0.0.0:7777",
+            "--allow-unauthenticated",
+        ]);
+        assert!(c.check_auth().is_ok());
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        assert_eq!(Config::parse_from(["checkpointd"]).tls_files(), Ok(None));
+        let c = Config::parse_from(["checkpointd", "--tls-cert", "c.pem"]);
+        assert!(c.tls_files().unwrap_err().contains("--tls-key"));
+        let c = Config::parse_from(["checkpointd", "--tls-client-ca", "ca.pem"]);
+        assert!(c.tls_files().is_err());
+        let c = Config::parse_from([
+            "checkpointd",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+        ]);
+        let files = c.tls_files().unwrap().unwrap();
+        assert_eq!(files.client_ca, Some(PathBuf::from("ca.pem")));
+    }
+
+    #[test]
+    fn the_rate_limit_bursts_one_second_by_default() {
+        assert_eq!(Config::parse_from(["checkpointd"]).rate_limit(), None);
+        let c = Config::parse_from(["checkpointd", "--rate-limit", "50"]);
+        assert_eq!(c.rate_limit().unwrap().burst, 50.0);
+        let c = Config::parse_from([
+            "checkpointd",
+            "--rate-limit",
+            "50",
+            "--rate-limit-burst",
+            "5",
+        ]);
+        assert_eq!(c.rate_limit().unwrap().burst, 5.0);
     }
 
     #[test]

@@ -15,13 +15,15 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
+use crate::auth::{AuthLayer, RateLimiter};
 use crate::blobs::BlobStore;
-use crate::catalog;
-use crate::config::Config;
+use crate::catalog::{self, KeyStore};
+use crate::config::{AuthMode, Config};
 use crate::core::{CollectOptions, Engine, EngineError};
 use crate::grpc::CheckpointApi;
 use crate::middleware::{ConcurrencyLimitLayer, DeadlineLayer};
 use crate::telemetry::{self, ServerTelemetry};
+use crate::tls::{self, TlsState};
 
 /// The health service name that answers SERVING for as long as the process serves at all.
 pub const LIVENESS: &str = "liveness";
@@ -37,6 +39,21 @@ pub struct RunningServer {
     drain_delay: std::time::Duration,
     collector: Option<JoinHandle<()>>,
     telemetry: ServerTelemetry,
+    tls: Option<TlsTasks>,
+}
+
+/// The TLS accept loop and file watcher, stopped with the server or when it is dropped.
+#[derive(Debug)]
+struct TlsTasks {
+    accept: JoinHandle<()>,
+    watch: JoinHandle<()>,
+}
+
+impl Drop for TlsTasks {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.watch.abort();
+    }
 }
 
 impl RunningServer {
@@ -45,9 +62,10 @@ impl RunningServer {
         self.addr
     }
 
-    /// `http://ADDR`, for clients.
+    /// `http://ADDR`, or `https://ADDR` when serving TLS, for clients.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The address of the Prometheus endpoint, when `--metrics-listen` started one.
@@ -80,6 +98,8 @@ impl RunningServer {
             // A pass cut short resumes safely on the next one (see core::collect).
             collector.abort();
         }
+        // Connections already accepted drain below; no new handshake starts.
+        drop(self.tls.take());
         match tokio::time::timeout(self.grace, &mut self.task).await {
             Ok(joined) => joined
                 .context("server task panicked")?
@@ -96,10 +116,17 @@ impl RunningServer {
 
 /// Opens storage, applies migrations, binds the listener and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    // Settings that cannot work, refused before anything is opened.
+    config.check_auth().map_err(anyhow::Error::msg)?;
+    let tls_files = config.tls_files().map_err(anyhow::Error::msg)?;
+    let tls_state = tls_files
+        .map(|files| TlsState::load(files).context("loading the tls files"))
+        .transpose()?;
+
     // Storage.
     let database = config.database();
     let store = config.store();
-    let catalog = catalog::open(
+    let (catalog, keys) = catalog::open_with_keys(
         &database,
         config.db_max_connections,
         config.db_acquire_timeout,
@@ -136,6 +163,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     health
         .set_service_status(LIVENESS, ServingStatus::Serving)
         .await;
+    let auth = auth_layer(&config, keys);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ckpt_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -147,7 +175,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop, stopped) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .layer(telemetry::rpc_layer())
@@ -158,17 +185,44 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             config.max_concurrent_calls as usize,
         ))
         .layer(DeadlineLayer::new(config.request_timeout))
+        .layer(auth)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api);
-    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+    let stopped = async {
         let _ = stopped.await;
-    }));
+    };
+    let (task, tls) = match &tls_state {
+        Some(state) => {
+            let (incoming, accept) = tls::incoming(listener, Arc::clone(state));
+            let watch = state.watch(config.tls_reload_interval);
+            let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped));
+            (task, Some(TlsTasks { accept, watch }))
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            (
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped)),
+                None,
+            )
+        }
+    };
 
-    if !addr.ip().is_loopback() {
-        warn!(%addr, "listening beyond loopback with no authentication");
+    let tls_mode = match (&tls_state, &config.tls_client_ca) {
+        (None, _) => "off",
+        (Some(_), None) => "on",
+        (Some(_), Some(_)) => "mutual",
+    };
+    let auth_mode = match config.auth {
+        AuthMode::Required => "required",
+        AuthMode::Off => "off",
+    };
+    if config.auth == AuthMode::Off && addr.ip().is_loopback() {
+        warn!(%addr, "authentication is off: any local process may read, write and delete every session (--auth required turns it on)");
+    } else if config.auth == AuthMode::Off {
+        warn!(%addr, "authentication is off beyond loopback (--allow-unauthenticated): anyone who reaches the port may read, write and delete every session");
     }
-    info!(%addr, store = %store, database = %config.redacted_database(), "checkpointd listening");
+    info!(%addr, store = %store, database = %config.redacted_database(), auth = auth_mode, tls = tls_mode, "checkpointd listening");
     Ok(RunningServer {
         addr,
         health,
@@ -178,7 +232,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         drain_delay: config.shutdown_drain_delay,
         collector,
         telemetry: server_telemetry,
+        tls,
     })
+}
+
+/// The auth layer the settings ask for.
+fn auth_layer(config: &Config, keys: Arc<dyn KeyStore>) -> AuthLayer {
+    match config.auth {
+        AuthMode::Required => {
+            let limiter = config.rate_limit().map(RateLimiter::new);
+            AuthLayer::required(keys, limiter)
+        }
+        AuthMode::Off => {
+            if config.rate_limit().is_some() {
+                warn!(
+                    "--rate-limit applies to tenants, which need --auth required; no limit applies"
+                );
+            }
+            AuthLayer::off()
+        }
+    }
 }
 
 /// Runs a collection pass every `interval`. Every instance schedules passes; the collector
