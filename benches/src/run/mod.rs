@@ -138,7 +138,7 @@ async fn connect(server: &str, api_key: Option<&str>, n: u32) -> anyhow::Result<
     let mut clients = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let mut builder = Client::builder(server);
-        if let Some(key) = api_key {
+        if let Some(key) = api_key.filter(|key| !key.trim().is_empty()) {
             builder = builder.api_key(key);
         }
         let client = builder

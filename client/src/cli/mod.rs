@@ -221,8 +221,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Connects as the global options say: server address, API key, TLS files.
 async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     let mut builder = Client::builder(cli.server.as_str());
-    if let Some(key) = &cli.api_key {
-        builder = builder.api_key(key.as_str());
+    // An empty CKPT_API_KEY (as `export CKPT_API_KEY=` leaves it) means no key.
+    if let Some(key) = cli.api_key.as_deref().filter(|key| !key.trim().is_empty()) {
+        builder = builder.api_key(key);
     }
     if let Some(path) = &cli.tls_ca {
         builder = builder.tls_ca_pem(read_pem(path)?);
@@ -377,6 +378,29 @@ mod tests {
             Command::Export(args) => assert!(format!("{args:?}").contains("\"f\"")),
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_key_and_tls_files_are_global_and_a_client_certificate_needs_its_key() {
+        let cli = Cli::try_parse_from([
+            "ckpt",
+            "list",
+            "s",
+            "--api-key",
+            "ckpt_k",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ])
+        .unwrap();
+        assert_eq!(cli.api_key.as_deref(), Some("ckpt_k"));
+        assert_eq!(cli.tls_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(cli.tls_key, Some(PathBuf::from("k.pem")));
+        assert!(Cli::try_parse_from(["ckpt", "--tls-cert", "c.pem", "list", "s"]).is_err());
+        assert!(Cli::try_parse_from(["ckpt", "--tls-key", "k.pem", "list", "s"]).is_err());
     }
 
     #[test]
