@@ -18,8 +18,14 @@ pub(crate) struct Outgoing {
 impl Outgoing {
     /// Sends `key` with every call; refused when it cannot be metadata (not visible ASCII).
     pub(crate) fn with_api_key(key: &str) -> Result<Self, Error> {
-        let mut value = AsciiMetadataValue::try_from(format!("Bearer {}", key.trim()))
-            .map_err(|_| Error::InvalidArgument("api key: must be printable ASCII".into()))?;
+        let key = key.trim();
+        // HTTP accepts some bytes above ASCII in a header value; no key has them.
+        let invalid = || Error::InvalidArgument("api key: must be printable ASCII".into());
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid());
+        }
+        let mut value =
+            AsciiMetadataValue::try_from(format!("Bearer {key}")).map_err(|_| invalid())?;
         // Kept out of Debug output and, where HTTP/2 honours it, out of header compression.
         value.set_sensitive(true);
         Ok(Self {
@@ -68,5 +74,10 @@ mod tests {
         let request = Outgoing::default().call(tonic::Request::new(())).unwrap();
         assert!(request.metadata().get("authorization").is_none());
         assert!(Outgoing::with_api_key("ckpt_é").is_err());
+        assert!(Outgoing::with_api_key("ckpt_a b").is_err());
+        assert!(
+            Outgoing::with_api_key("ckpt_a\n").is_ok(),
+            "surrounding space is trimmed"
+        );
     }
 }
