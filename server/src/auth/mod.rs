@@ -21,3 +21,30 @@ pub struct Principal {
     pub tenant: String,
     pub role: Role,
 }
+
+impl Principal {
+    /// The caller of `request`; `None` when the server runs without authentication.
+    /// TODO: nothing reads it yet; scoping sessions by tenant starts here.
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<&Principal> {
+        request.extensions().get::<Principal>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handlers_find_the_principal_the_layer_put_into_the_http_request() {
+        let principal = Principal {
+            key_id: "0123456789abcdef".into(),
+            tenant: "acme".into(),
+            role: Role::Write,
+        };
+        let mut http = http::Request::new(());
+        http.extensions_mut().insert(principal.clone());
+        let request = tonic::Request::from_http(http);
+        assert_eq!(Principal::of(&request), Some(&principal));
+        assert_eq!(Principal::of(&tonic::Request::new(())), None);
+    }
+}
