@@ -151,7 +151,7 @@ pub struct Config {
     pub tls_client_ca: Option<PathBuf>,
 
     /// How often the TLS files are checked for changes; changed files are loaded for new
-    /// connections without a restart (SIGHUP reloads at once).
+    /// connections without a restart. SIGHUP reloads at once; "0s" leaves it to SIGHUP.
     #[arg(long, env = "CKPT_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub tls_reload_interval: Duration,
 

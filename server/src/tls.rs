@@ -75,20 +75,30 @@ impl TlsState {
     }
 
     /// Checks the files every `interval` (and on SIGHUP) and reloads them when they changed.
+    /// A zero interval leaves SIGHUP alone.
     pub fn watch(self: &Arc<Self>, interval: Duration) -> JoinHandle<()> {
+        // Taken before returning, so that a change or a SIGHUP right after is not missed.
+        let seen = self.fingerprint();
+        let hangups = hangups();
         let state = Arc::clone(self);
-        tokio::spawn(async move { state.watch_loop(interval).await })
+        tokio::spawn(async move { state.watch_loop(interval, seen, hangups).await })
     }
 
-    async fn watch_loop(&self, interval: Duration) {
-        let mut seen = self.fingerprint();
+    async fn watch_loop(
+        &self,
+        interval: Duration,
+        mut seen: Vec<Option<(SystemTime, u64)>>,
+        mut hangups: Hangups,
+    ) {
         let mut failing = false;
-        let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(10)));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut hangups = hangups();
+        let mut ticks = (!interval.is_zero()).then(|| {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
         loop {
             let forced = tokio::select! {
-                _ = ticks.tick() => false,
+                _ = next_tick(&mut ticks) => false,
                 _ = next_hangup(&mut hangups) => true,
             };
             let now = self.fingerprint();
@@ -129,6 +139,15 @@ impl TlsState {
                 Some((meta.modified().ok()?, meta.len()))
             })
             .collect()
+    }
+}
+
+async fn next_tick(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

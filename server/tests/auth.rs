@@ -501,6 +501,47 @@ async fn replaced_certificate_files_reach_new_connections_without_a_restart() {
     );
 }
 
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_certificate_when_the_timer_is_off() {
+    let env = Secured::start(Setup::Sqlite, |config, _| {
+        config.tls_reload_interval = Duration::ZERO;
+    })
+    .await;
+    let key = env.create_key("acme", "read");
+    let trusting = |ca: &str| ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+
+    let new_ca = TestCa::new("next ca");
+    write_leaf(env.dir.path(), &new_ca.server());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tls_channel(&env.url(), trusting(&env.ca.pem)).await.is_ok(),
+        "with no timer the old certificate stays until SIGHUP"
+    );
+
+    // The server runs in this process: signal ourselves.
+    let status = Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(channel) = tls_channel(&env.url(), trusting(&new_ca.pem)).await {
+            assert_eq!(
+                call_code(&channel, "ListSessions", Some(&key)).await,
+                Code::Ok
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_over_its_rate_is_refused_with_resource_exhausted() {
     let env = Secured::start(Setup::Postgres, |config, _| {
