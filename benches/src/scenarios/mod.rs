@@ -37,6 +37,9 @@ pub(crate) struct ScenarioArgs {
     /// Server to run against.
     #[arg(long, env = "CKPT_SERVER", default_value = "http://127.0.0.1:7777")]
     server: String,
+    /// API key for a server that requires one (an admin key: the scenarios collect).
+    #[arg(long, env = "CKPT_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Scenarios to run (all by default).
     #[arg(long, value_delimiter = ',')]
     only: Vec<Scenario>,
@@ -55,7 +58,12 @@ pub(crate) struct ScenarioArgs {
 }
 
 pub(crate) async fn run(args: ScenarioArgs) -> anyhow::Result<()> {
-    let client = Client::connect(args.server.clone())
+    let mut builder = Client::builder(args.server.clone());
+    if let Some(key) = args.api_key.as_deref().filter(|key| !key.trim().is_empty()) {
+        builder = builder.api_key(key);
+    }
+    let client = builder
+        .connect()
         .await
         .with_context(|| format!("cannot reach {}", args.server))?;
     let run_id = format!("{:x}", rand_u64());
