@@ -208,21 +208,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         }
     };
 
-    let tls_mode = match (&tls_state, &config.tls_client_ca) {
-        (None, _) => "off",
-        (Some(_), None) => "on",
-        (Some(_), Some(_)) => "mutual",
-    };
-    let auth_mode = match config.auth {
-        AuthMode::Required => "required",
-        AuthMode::Off => "off",
-    };
-    if config.auth == AuthMode::Off && addr.ip().is_loopback() {
-        warn!(%addr, "authentication is off: any local process may read, write and delete every session (--auth required turns it on)");
-    } else if config.auth == AuthMode::Off {
-        warn!(%addr, "authentication is off beyond loopback (--allow-unauthenticated): anyone who reaches the port may read, write and delete every session");
-    }
-    info!(%addr, store = %store, database = %config.redacted_database(), auth = auth_mode, tls = tls_mode, "checkpointd listening");
+    announce(&config, addr, &store, tls.is_some());
     Ok(RunningServer {
         addr,
         health,
@@ -234,6 +220,27 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         telemetry: server_telemetry,
         tls,
     })
+}
+
+/// Logs where the server listens, what it serves from, and how callers get in; warns when
+/// anyone who reaches the port gets in.
+fn announce(config: &Config, addr: SocketAddr, store: &str, tls: bool) {
+    let tls_mode = match (tls, &config.tls_client_ca) {
+        (false, _) => "off",
+        (true, None) => "on",
+        (true, Some(_)) => "mutual",
+    };
+    let auth_mode = match config.auth {
+        AuthMode::Required => "required",
+        AuthMode::Off => "off",
+    };
+    if config.auth == AuthMode::Off && addr.ip().is_loopback() {
+        warn!(%addr, "authentication is off: any local process may read, write and delete every session (--auth required turns it on)");
+    } else if config.auth == AuthMode::Off {
+        warn!(%addr, "authentication is off beyond loopback (--allow-unauthenticated): anyone who reaches the port may read, write and delete every session");
+    }
+    let database = config.redacted_database();
+    info!(%addr, %store, %database, auth = auth_mode, tls = tls_mode, "checkpointd listening");
 }
 
 /// The auth layer the settings ask for.
