@@ -586,6 +586,42 @@ async fn a_tenant_over_its_rate_is_refused_with_resource_exhausted() {
 }
 
 #[test]
+fn the_keys_command_refuses_unknown_keys_empty_tenants_and_unknown_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_checkpointd"))
+            .arg("keys")
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("CKPT_LOG", "warn")
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("checkpointd keys runs")
+    };
+    for (args, expected) in [
+        (
+            &["revoke", "0123456789abcdef"][..],
+            "api key 0123456789abcdef not found",
+        ),
+        (
+            &["create", "--tenant", " ", "--role", "read"],
+            "--tenant must not be empty",
+        ),
+        (
+            &["create", "--tenant", "acme", "--role", "owner"],
+            "unknown role \"owner\"",
+        ),
+    ] {
+        let output = keys(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?} printed a key");
+    }
+}
+
+#[test]
 fn auth_off_beyond_loopback_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_checkpointd"))
