@@ -29,7 +29,9 @@ mod trace;
 mod transfer;
 mod write;
 
-pub use client::{CREATE_ATTEMPTS, Client, ClientBuilder, ListFilter, MAX_MESSAGE_BYTES, UNARY_LIMIT};
+pub use client::{
+    CREATE_ATTEMPTS, Client, ClientBuilder, ListFilter, MAX_MESSAGE_BYTES, UNARY_LIMIT,
+};
 pub use error::Error;
 pub use feed::{Event, EventKind, Lease};
 pub use gc::{

@@ -23,18 +23,27 @@ use tower::{Layer, Service};
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
 
-/// Path prefixes of the calls that stay reachable under any load. The change feed's `Watch`
-/// is open for as long as its client wants and has a cap of its own (see `grpc::feed`).
-const EXEMPT: [&str; 4] = [
+/// Path prefixes of the calls that stay reachable under any load, and without an API key.
+const EXEMPT: [&str; 3] = [
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",
-    "/ckpt.v1.CheckpointService/Watch",
 ];
 
+/// Calls that are open for as long as their client wants: out of the concurrency limit and the
+/// deadline, but not of authentication. The change feed's `Watch` has a cap of its own (see
+/// `grpc::feed`).
+const OPEN_ENDED: [&str; 1] = ["/ckpt.v1.CheckpointService/Watch"];
+
+/// Health checks and reflection: no key, no limit, no deadline.
 pub(crate) fn is_exempt<B>(request: &Request<B>) -> bool {
     let path = request.uri().path();
     EXEMPT.iter().any(|prefix| path.starts_with(prefix))
+}
+
+/// Calls the concurrency limit and the deadline leave alone.
+fn is_unlimited<B>(request: &Request<B>) -> bool {
+    is_exempt(request) || OPEN_ENDED.contains(&request.uri().path())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -96,7 +105,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if is_exempt(&request) {
+        if is_unlimited(&request) {
             return Box::pin(self.inner.call(request));
         }
         let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
@@ -171,7 +180,11 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let cap = if is_exempt(&request) { None } else { self.max };
+        let cap = if is_unlimited(&request) {
+            None
+        } else {
+            self.max
+        };
         let Some(limit) = earlier(grpc_timeout(request.headers()), cap) else {
             return Box::pin(self.inner.call(request));
         };

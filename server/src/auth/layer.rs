@@ -70,6 +70,10 @@ const ROLES: &[(&str, Role)] = &[
     ("GetRetentionPolicy", Role::Read),
     ("Collect", Role::Admin),
     ("Verify", Role::Admin),
+    ("Watch", Role::Read),
+    ("AcquireLease", Role::Write),
+    ("RenewLease", Role::Write),
+    ("ReleaseLease", Role::Write),
 ];
 
 /// The role a call to `path` (`/package.Service/Method`) needs: the table's for the API's
