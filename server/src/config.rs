@@ -87,6 +87,12 @@ pub struct Config {
     #[arg(long, env = "CKPT_COLLECTOR_LEASE", default_value = "60s", value_parser = humantime::parse_duration)]
     pub collector_lease: Duration,
 
+    /// How long the change feed keeps events, and creates remember their request ids; each
+    /// collection pass drops older ones. A watcher resuming from an older cursor is refused
+    /// with FAILED_PRECONDITION rather than silently missing events.
+    #[arg(long, env = "CKPT_FEED_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub feed_retention: Duration,
+
     /// Log format.
     #[arg(long, env = "CKPT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -196,6 +202,7 @@ impl Config {
             max_value_bytes: self.max_value_size.as_u64(),
             upload_lease: self.upload_lease,
             collector_lease: self.collector_lease,
+            feed_retention: self.feed_retention,
             default_retention: self.retention.clone(),
             ..EngineConfig::default()
         }

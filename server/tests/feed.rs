@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ckpt_client::{Client, Error, Event, EventKind, NewCheckpoint, ReadFilter, State, Target};
-use common::{Setup, TestEnv, free_port, fresh_database, spawn_server};
+use ckpt_client::{
+    Client, CollectOptions, Error, Event, EventKind, NewCheckpoint, ReadFilter, State, Target,
+};
+use common::{Db, Setup, TestEnv, free_port, fresh_database, spawn_server};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -530,4 +532,69 @@ async fn only_the_lease_holder_writes_until_its_lease_expires_sqlite() {
 #[tokio::test]
 async fn only_the_lease_holder_writes_until_its_lease_expires_postgres() {
     only_the_lease_holder_writes_until_its_lease_expires(Setup::Postgres).await;
+}
+
+async fn collection_drops_old_events_and_refuses_a_cursor_from_before_them(setup: Setup) {
+    let env = TestEnv::start_with(setup, |config| {
+        config.feed_retention = Duration::from_secs(1);
+    })
+    .await;
+    let client = &env.client;
+    let start = feed_start(client, "").await;
+    let first = client
+        .create(NewCheckpoint::full("s", state(0)).request_id("old-request"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let recent = client
+        .create(NewCheckpoint::full("s", state(1)).parent(first.id.clone()))
+        .await
+        .unwrap();
+
+    client.collect(&CollectOptions::default()).await.unwrap();
+
+    // The old event is gone, and a watcher from before it is told so.
+    let err = client.watch("", "", &start).await.err().unwrap();
+    assert!(
+        matches!(&err, Error::FailedPrecondition(m) if m.contains("older than the feed keeps")),
+        "{err:?}"
+    );
+    // From the horizon on, the recent event is still there.
+    let horizon = start.parse::<i64>().unwrap() + 1;
+    let mut events = Box::pin(client.watch("", "", &horizon.to_string()).await.unwrap());
+    let event = next_event(&mut events).await;
+    assert_eq!(event.new_checkpoint_id, recent.id);
+    // A watch from now starts after everything, pruned or not.
+    let now = feed_start(client, "").await;
+    assert_eq!(now, event.cursor);
+
+    // The old request id was forgotten with it; the recent create's id is still known.
+    let counts = match env.db().await {
+        Db::Postgres(pool) => {
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM create_requests)",
+            )
+            .fetch_one(&pool)
+            .await
+        }
+        Db::Sqlite(pool) => {
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM create_requests)",
+            )
+            .fetch_one(&pool)
+            .await
+        }
+    }
+    .unwrap();
+    assert_eq!(counts, (1, 1));
+}
+
+#[tokio::test]
+async fn collection_drops_old_events_and_refuses_a_cursor_from_before_them_sqlite() {
+    collection_drops_old_events_and_refuses_a_cursor_from_before_them(Setup::Sqlite).await;
+}
+
+#[tokio::test]
+async fn collection_drops_old_events_and_refuses_a_cursor_from_before_them_postgres() {
+    collection_drops_old_events_and_refuses_a_cursor_from_before_them(Setup::Postgres).await;
 }

@@ -683,8 +683,20 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// Change-feed entries with ids above `after`, of every session, at most `limit`.
     async fn events_after(&self, after: i64, limit: u32) -> Result<EventPage>;
 
-    /// The newest change-feed entry's id (0 when there is none).
+    /// The newest change-feed entry's id, or the horizon when every entry was pruned (0 when
+    /// there was never one).
     async fn last_event(&self) -> Result<i64>;
+
+    /// The highest id collection pruned from the feed: a cursor below it may have missed
+    /// events.
+    async fn feed_horizon(&self) -> Result<i64>;
+
+    /// Deletes up to `limit` feed entries written before `before`, oldest first, moving the
+    /// horizon past them; returns how many went.
+    async fn expire_feed(&self, before: DateTime<Utc>, limit: u32) -> Result<u64>;
+
+    /// Forgets up to `limit` create request ids recorded before `before`.
+    async fn expire_requests(&self, before: DateTime<Utc>, limit: u32) -> Result<u64>;
 }
 
 /// Why a write carrying `token` may not move `branch`, given its live lease if any; the same

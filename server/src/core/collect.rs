@@ -86,6 +86,9 @@ pub struct CollectReport {
     pub objects_deleted: u64,
     pub orphans_deleted: u64,
     pub orphan_bytes_freed: u64,
+    /// Change-feed events and create request ids older than the feed's retention, dropped.
+    pub events_expired: u64,
+    pub requests_expired: u64,
     pub retain_ms: u64,
     pub mark_ms: u64,
     pub sweep_ms: u64,
@@ -208,7 +211,8 @@ impl Collection {
         }
         self.mark().await?;
         self.sweep().await?;
-        self.reclaim().await
+        self.reclaim().await?;
+        self.expire_feed().await
     }
 
     /// Phase 2: applies retention to every session (or the one the options name).
@@ -577,6 +581,37 @@ impl Collection {
             "collection pass finished"
         );
         Ok(report)
+    }
+
+    /// Phase 6: drops change-feed events and create request ids older than the feed's
+    /// retention, in batches. Only a pass over every session does it, and a dry run skips it.
+    pub async fn expire_feed(&mut self) -> Result<(), EngineError> {
+        if self.options.dry_run || self.options.session.is_some() {
+            return Ok(());
+        }
+        let retention = chrono::Duration::from_std(self.engine.config.feed_retention)
+            .unwrap_or(chrono::Duration::MAX);
+        let Some(before) = self.started_at.checked_sub_signed(retention) else {
+            return Ok(());
+        };
+        let catalog = &self.engine.catalog;
+        loop {
+            self.renew().await?;
+            let gone = catalog.expire_feed(before, BATCH).await?;
+            self.report.events_expired += gone;
+            if gone < u64::from(BATCH) {
+                break;
+            }
+        }
+        loop {
+            self.renew().await?;
+            let gone = catalog.expire_requests(before, BATCH).await?;
+            self.report.requests_expired += gone;
+            if gone < u64::from(BATCH) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Gives the lease up after a failed phase; the next pass starts over.

@@ -182,7 +182,17 @@ impl Engine {
     /// A tail of the feed in `scope`, after `cursor` or, without one, after the newest event.
     pub async fn watch(&self, scope: WatchScope, cursor: &str) -> Result<FeedTail, EngineError> {
         let start = match parse_cursor(cursor)? {
-            Some(id) => id,
+            Some(id) => {
+                let horizon = self.catalog.feed_horizon().await?;
+                if id < horizon {
+                    return Err(EngineError::FailedPrecondition(format!(
+                        "cursor {id} is older than the feed keeps (events up to {horizon} were \
+                         dropped after {}); watch from now and reload what you follow",
+                        humantime::format_duration(self.config.feed_retention)
+                    )));
+                }
+                id
+            }
             None => self.catalog.last_event().await?,
         };
         Ok(FeedTail::new(scope, start))

@@ -123,6 +123,9 @@ traced_catalog! {
     release_lease(session: &str, branch: &str, token: u64) -> ();
     events_after(after: i64, limit: u32) -> EventPage;
     last_event() -> i64;
+    feed_horizon() -> i64;
+    expire_feed(before: DateTime<Utc>, limit: u32) -> u64;
+    expire_requests(before: DateTime<Utc>, limit: u32) -> u64;
 }
 
 fn count_commit(checkpoint: &CheckpointRecord) {

@@ -232,9 +232,57 @@ impl PostgresCatalog {
     }
 
     pub(super) async fn last_event_impl(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+        sqlx::query_scalar(
+            "SELECT GREATEST((SELECT COALESCE(MAX(id), 0) FROM events), pruned_through) \
+             FROM feed_horizon",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
+    pub(super) async fn feed_horizon_impl(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT pruned_through FROM feed_horizon")
             .fetch_one(&self.pool)
             .await
             .map_err(classify)
+    }
+
+    pub(super) async fn expire_feed_impl(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        // The horizon moves in the statement that deletes, so no reader sees events gone
+        // without it.
+        let gone: i64 = sqlx::query_scalar(
+            "WITH gone AS (DELETE FROM events WHERE id IN \
+                 (SELECT id FROM events WHERE created_at < $1 ORDER BY id LIMIT $2) \
+                 RETURNING id), \
+             moved AS (UPDATE feed_horizon \
+                 SET pruned_through = GREATEST(pruned_through, (SELECT MAX(id) FROM gone)) \
+                 WHERE EXISTS (SELECT 1 FROM gone)) \
+             SELECT COUNT(*) FROM gone",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(gone as u64)
+    }
+
+    pub(super) async fn expire_requests_impl(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64> {
+        let gone = sqlx::query(
+            "DELETE FROM create_requests WHERE ctid IN \
+             (SELECT ctid FROM create_requests WHERE created_at < $1 LIMIT $2)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+        Ok(gone)
     }
 }

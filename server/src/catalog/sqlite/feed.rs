@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use sqlx::{Sqlite, Transaction};
 use uuid::Uuid;
 
@@ -269,9 +271,68 @@ impl SqliteCatalog {
     }
 
     pub(super) async fn last_event_impl(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+        sqlx::query_scalar(
+            "SELECT max(COALESCE((SELECT MAX(id) FROM events), 0), pruned_through) \
+             FROM feed_horizon",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(super::classify)
+    }
+
+    pub(super) async fn feed_horizon_impl(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT pruned_through FROM feed_horizon")
             .fetch_one(&self.reader)
             .await
             .map_err(super::classify)
+    }
+
+    pub(super) async fn expire_feed_impl(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let (count, last): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MAX(id) FROM \
+             (SELECT id FROM events WHERE created_at < ?1 ORDER BY id LIMIT ?2)",
+        )
+        .bind(before.timestamp_micros())
+        .bind(i64::from(limit))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(super::classify)?;
+        let Some(last) = last else {
+            return Ok(0);
+        };
+        sqlx::query("DELETE FROM events WHERE id <= ?1 AND created_at < ?2")
+            .bind(last)
+            .bind(before.timestamp_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(super::classify)?;
+        sqlx::query("UPDATE feed_horizon SET pruned_through = max(pruned_through, ?1)")
+            .bind(last)
+            .execute(&mut *tx)
+            .await
+            .map_err(super::classify)?;
+        tx.commit().await.map_err(super::classify)?;
+        Ok(count as u64)
+    }
+
+    pub(super) async fn expire_requests_impl(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let gone = sqlx::query(
+            "DELETE FROM create_requests WHERE rowid IN \
+             (SELECT rowid FROM create_requests WHERE created_at < ?1 LIMIT ?2)",
+        )
+        .bind(before.timestamp_micros())
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await
+        .map_err(super::classify)?
+        .rows_affected();
+        tx.commit().await.map_err(super::classify)?;
+        Ok(gone)
     }
 }

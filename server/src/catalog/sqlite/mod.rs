@@ -671,6 +671,18 @@ impl Catalog for SqliteCatalog {
         self.last_event_impl().await
     }
 
+    async fn feed_horizon(&self) -> Result<i64> {
+        self.feed_horizon_impl().await
+    }
+
+    async fn expire_feed(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        self.expire_feed_impl(before, limit).await
+    }
+
+    async fn expire_requests(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        self.expire_requests_impl(before, limit).await
+    }
+
     async fn search(
         &self,
         session: Option<&str>,
