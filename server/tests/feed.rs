@@ -231,6 +231,12 @@ async fn every_kind_of_change_reaches_a_session_watcher(setup: Setup) {
         matches!(&err, Error::InvalidArgument(m) if m.contains("cursor")),
         "{err:?}"
     );
+    // A cursor this feed never reached (another deployment's) is refused, not waited on.
+    let err = client.watch("s", "", "99999999").await.err().unwrap();
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("ahead of this feed")),
+        "{err:?}"
+    );
     let err = client.watch("", "main", "").await.err().unwrap();
     assert!(
         matches!(&err, Error::InvalidArgument(m) if m.contains("branch")),
@@ -455,6 +461,17 @@ async fn only_the_lease_holder_writes_until_its_lease_expires(setup: Setup) {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
+    // Nor can it delete the branch, or the session, from under the holder.
+    let err = host2.delete_branch("s", "main", None).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::FailedPrecondition(m) if m.contains("release")),
+        "{err:?}"
+    );
+    let err = host2.delete_session("s").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::FailedPrecondition(m) if m.contains("host-1")),
+        "{err:?}"
+    );
 
     // The holder writes, renews, and writes again.
     let one = host1

@@ -37,7 +37,7 @@ pub(crate) struct WatchArgs {
     cursor: Option<String>,
 
     /// Stop after this many events.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
 }
 

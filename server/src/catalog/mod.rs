@@ -725,6 +725,14 @@ pub(crate) fn held_by(branch: &str, lease: LeaseRecord) -> CatalogError {
     ))
 }
 
+/// The refusal to delete a session one of whose branches is leased.
+pub(crate) fn leased_session(session: &str, lease: LeaseRecord) -> CatalogError {
+    CatalogError::FailedPrecondition(format!(
+        "session {session} has branch {} leased by {} until {}; release the lease first",
+        lease.branch, lease.holder, lease.expires_at
+    ))
+}
+
 /// The refusal of a token that is not the lease's current one.
 pub(crate) fn lease_not_current(branch: &str, token: u64) -> CatalogError {
     CatalogError::FailedPrecondition(format!(

@@ -191,6 +191,16 @@ impl Engine {
                         humantime::format_duration(self.config.feed_retention)
                     )));
                 }
+                let newest = self.catalog.last_event().await?;
+                if id > newest {
+                    return Err(invalid(
+                        "cursor",
+                        format!(
+                            "{id} is ahead of this feed, whose newest event is {newest}; \
+                             was it handed out by another deployment?"
+                        ),
+                    ));
+                }
                 id
             }
             None => self.catalog.last_event().await?,

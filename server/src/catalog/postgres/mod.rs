@@ -745,6 +745,7 @@ impl Catalog for PostgresCatalog {
         let id = Self::lock_session(&mut tx, name)
             .await?
             .ok_or_else(|| CatalogError::NotFound(format!("session {name}")))?;
+        Self::refuse_if_leased(&mut tx, name).await?;
         for table in ["branches", "tags", "retention_policies"] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE session_id = $1"

@@ -11,7 +11,7 @@ use super::SqliteCatalog;
 use super::rows::{from_micros, now_micros};
 use crate::catalog::{
     CatalogError, EventPage, EventRecord, LeaseRecord, RefKind, Result, held_by, lease_not_current,
-    lease_refusal,
+    lease_refusal, leased_session,
 };
 
 #[derive(sqlx::FromRow)]
@@ -91,6 +91,27 @@ impl SqliteCatalog {
         let live = live.map(LeaseRecord::from);
         match lease_refusal(branch, live.as_ref(), token) {
             Some(why) => Err(CatalogError::FailedPrecondition(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses to delete a session while any of its branches has a live lease.
+    pub(super) async fn refuse_if_leased(
+        tx: &mut Transaction<'static, Sqlite>,
+        session: &str,
+    ) -> Result<()> {
+        let sql = format!(
+            "SELECT {LEASE_COLUMNS} FROM leases WHERE session = ?1 AND expires_at > ?2 \
+             ORDER BY branch LIMIT 1"
+        );
+        let live: Option<LeaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(session)
+            .bind(now_micros())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(super::classify)?;
+        match live {
+            Some(lease) => Err(leased_session(session, lease.into())),
             None => Ok(()),
         }
     }

@@ -789,6 +789,7 @@ impl Catalog for SqliteCatalog {
         let id = Self::session_id(&mut tx, name)
             .await?
             .ok_or_else(|| CatalogError::NotFound(format!("session {name}")))?;
+        Self::refuse_if_leased(&mut tx, name).await?;
         for table in ["branches", "tags", "retention_policies"] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE session_id = ?1"

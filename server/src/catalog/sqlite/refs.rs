@@ -547,6 +547,15 @@ impl SqliteCatalog {
                 current: Some(head),
             });
         }
+        // A leased branch is its holder's: nobody deletes it until the lease ends.
+        Self::check_lease(&mut tx, session, name, None)
+            .await
+            .map_err(|err| match err {
+                CatalogError::FailedPrecondition(why) => CatalogError::FailedPrecondition(format!(
+                    "{why}; the holder must release it before the branch is deleted"
+                )),
+                other => other,
+            })?;
         sqlx::query("DELETE FROM branches WHERE session_id = ?1 AND name = ?2")
             .bind(session_id)
             .bind(name)
