@@ -382,6 +382,9 @@ async fn a_create_whose_reply_is_lost_is_retried_into_the_same_checkpoint(setup:
     assert_eq!(stored, state(1));
 
     // A retry much later still lands on it, and writes nothing.
+    // Through the streamed upload too, answered before the data is sent again.
+    let streamed = host.upload(new.clone()).await.expect("a streamed retry");
+    assert_eq!(streamed.id, created.id);
     let again = host.create(new).await.expect("a further retry");
     assert_eq!(again.id, created.id);
     let listed = env

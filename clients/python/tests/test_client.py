@@ -47,6 +47,22 @@ def test_a_write_on_a_moved_branch_is_aborted_with_the_current_head(client: Clie
     assert refused.value.current_head == second.id
 
 
+def test_a_create_sent_again_with_its_request_id_returns_the_first_checkpoint(
+    client: Client,
+) -> None:
+    session = new_session()
+    first = client.create(session, [Put("k", b"v")], request_id="turn-1")
+    again = client.create(session, [Put("k", b"v")], request_id="turn-1")
+    assert again.id == first.id
+    assert [c.id for c in client.list_checkpoints(session)] == [first.id]
+    # Streamed creates carry it too.
+    big = bytes(range(256)) * (12 * 1024)
+    second = client.create(session, [Put("big", big)], parent_id=first.id, request_id="turn-2")
+    repeat = client.create(session, [Put("big", big)], parent_id=first.id, request_id="turn-2")
+    assert repeat.id == second.id
+    assert len(list(client.list_checkpoints(session))) == 2
+
+
 def test_missing_and_malformed_are_typed_errors(client: Client) -> None:
     with pytest.raises(NotFound):
         client.read_state(session_id=new_session())

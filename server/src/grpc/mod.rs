@@ -125,6 +125,13 @@ impl CheckpointService for CheckpointApi {
         )?
         .with_request(&h.request_id, h.lease_token)?;
         tracing::Span::current().record("session", h.session_id.as_str());
+        // A retry of an upload that committed is answered before its data is read again.
+        if let Some(earlier) = self.engine.earlier_create(&header).await? {
+            debug!(checkpoint = %earlier.id, "upload retried after it committed");
+            return Ok(Response::new(v1::CreateCheckpointResponse {
+                checkpoint: Some(convert::checkpoint(earlier)),
+            }));
+        }
         let mut writer = CheckpointWriter::begin(Arc::clone(&self.engine), header).await?;
 
         // Entries until the commit message; a stream that ends or fails first commits nothing.

@@ -7,6 +7,7 @@ code that plans several calls (the LangGraph checkpointer) can be written once f
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,6 +51,9 @@ class Call(Generic[T]):
     request: Any
     parse: Callable[[Any], T]
     shape: str = "unary"
+    # Safe to send again when the connection failed: the server recognises a repeat (a create
+    # carries a request id) and answers it with what the first one did.
+    retry_unavailable: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,16 +73,33 @@ def create(
     metadata: dict[str, Any] | None = None,
     message: str = "",
     incremental: bool = False,
+    request_id: str | None = None,
+    lease_token: int = 0,
 ) -> Call[Checkpoint]:
     """A new checkpoint on `branch`, after `parent_id` (its head). Full: `changes` are puts and
-    are the whole state. Incremental: the parent's state with `changes` applied in order."""
+    are the whole state. Incremental: the parent's state with `changes` applied in order.
+
+    The create carries `request_id` (a fresh one when not given), so the client may send it
+    again when the connection fails: a repeat of a create that committed returns the same
+    checkpoint. `lease_token` is the token of a lease held on the branch, if any."""
     if incremental and not parent_id:
         raise ValueError("create: an incremental checkpoint needs parent_id")
     mode = pb.CREATE_MODE_INCREMENTAL if incremental else pb.CREATE_MODE_FULL
     meta = json.dumps(metadata or {}, separators=(",", ":"))
+    request_id = request_id or str(uuid.uuid4())
     size = sum(len(c.value) + len(c.key) for c in changes if isinstance(c, Put))
     if size > UNARY_CREATE_MAX_BYTES:
-        return _upload(session_id, branch, parent_id or "", meta, message, mode, changes)
+        header = pb.UploadHeader(
+            session_id=session_id,
+            branch=branch,
+            parent_id=parent_id or "",
+            metadata=meta,
+            message=message,
+            mode=mode,
+            request_id=request_id,
+            lease_token=lease_token,
+        )
+        return _upload(header, changes)
     request = pb.CreateCheckpointRequest(
         session_id=session_id,
         branch=branch,
@@ -87,31 +108,17 @@ def create(
         message=message,
         mode=mode,
         changes=[_change(c) for c in changes],
+        request_id=request_id,
+        lease_token=lease_token,
     )
-    return Call("CreateCheckpoint", request, _created)
+    return Call("CreateCheckpoint", request, _created, retry_unavailable=True)
 
 
 def _created(response: Any) -> Checkpoint:
     return Checkpoint.from_proto(response.checkpoint)
 
 
-def _upload(
-    session_id: str,
-    branch: str,
-    parent_id: str,
-    metadata: str,
-    message: str,
-    mode: int,
-    changes: Sequence[Change],
-) -> Call[Checkpoint]:
-    header = pb.UploadHeader(
-        session_id=session_id,
-        branch=branch,
-        parent_id=parent_id,
-        metadata=metadata,
-        message=message,
-        mode=mode,
-    )
+def _upload(header: Any, changes: Sequence[Change]) -> Call[Checkpoint]:
     parts = [pb.UploadCheckpointRequest(header=header)]
     for change in changes:
         if isinstance(change, Delete):
@@ -124,7 +131,7 @@ def _upload(
             parts.append(pb.UploadCheckpointRequest(data=piece))
     commit = pb.UploadCommit(change_count=len(changes))
     parts.append(pb.UploadCheckpointRequest(commit=commit))
-    return Call("UploadCheckpoint", parts, _created, shape="client_stream")
+    return Call("UploadCheckpoint", parts, _created, shape="client_stream", retry_unavailable=True)
 
 
 def _change(change: Change) -> Any:

@@ -6,6 +6,8 @@ Both execute the calls described in `checkpointd._calls`; every failure is raise
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -16,6 +18,23 @@ from checkpointd import _calls as calls
 from checkpointd._pb import checkpoint_pb2_grpc as pb_grpc
 from checkpointd.errors import from_rpc_error
 from checkpointd.types import Branch, Change, Checkpoint, DiffEntry, Session, State
+
+# Attempts in all for a call that may be repeated (a create, which carries a request id).
+RETRY_ATTEMPTS = 4
+
+
+def _should_retry(call: calls.Call[Any], err: grpc.RpcError, attempt: int) -> bool:
+    """Whether to send `call` again after `err`: only a repeatable call, only while attempts
+    remain, and only when the server was unreachable or the connection broke."""
+    if not call.retry_unavailable or attempt >= RETRY_ATTEMPTS:
+        return False
+    return err.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def _retry_pause(attempt: int) -> float:
+    """50 ms, then 200 ms, then 800 ms."""
+    return 0.05 * 4 ** (attempt - 1)
+
 
 T = TypeVar("T")
 
@@ -46,16 +65,24 @@ class Client:
         self._channel.close()
 
     def run(self, call: calls.Call[T]) -> T:
-        """Makes one call and returns its parsed answer."""
+        """Makes one call and returns its parsed answer. A call that may be repeated is sent
+        again, after a pause, when the server was unreachable or the connection broke."""
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                return self._run_once(call)
+            except grpc.RpcError as err:
+                if not _should_retry(call, err, attempt):
+                    raise from_rpc_error(call.method, err) from None
+            time.sleep(_retry_pause(attempt))
+        raise AssertionError("unreachable: the last attempt raises")
+
+    def _run_once(self, call: calls.Call[T]) -> T:
         rpc = getattr(self._stub, call.method)
-        try:
-            if call.shape == "server_stream":
-                return call.parse(list(rpc(call.request, timeout=self.timeout)))
-            if call.shape == "client_stream":
-                return call.parse(rpc(iter(call.request), timeout=self.timeout))
-            return call.parse(rpc(call.request, timeout=self.timeout))
-        except grpc.RpcError as err:
-            raise from_rpc_error(call.method, err) from None
+        if call.shape == "server_stream":
+            return call.parse(list(rpc(call.request, timeout=self.timeout)))
+        if call.shape == "client_stream":
+            return call.parse(rpc(iter(call.request), timeout=self.timeout))
+        return call.parse(rpc(call.request, timeout=self.timeout))
 
     def create(self, session_id: str, changes: Sequence[Change], **kw: Any) -> Checkpoint:
         """See `checkpointd._calls.create` for the keyword arguments."""
@@ -145,17 +172,24 @@ class AsyncClient:
         await self._channel.close()
 
     async def run(self, call: calls.Call[T]) -> T:
-        """Makes one call and returns its parsed answer."""
+        """Makes one call and returns its parsed answer, retried as `Client.run` does."""
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                return await self._run_once(call)
+            except grpc.RpcError as err:
+                if not _should_retry(call, err, attempt):
+                    raise from_rpc_error(call.method, err) from None
+            await asyncio.sleep(_retry_pause(attempt))
+        raise AssertionError("unreachable: the last attempt raises")
+
+    async def _run_once(self, call: calls.Call[T]) -> T:
         rpc = getattr(self._stub, call.method)
-        try:
-            if call.shape == "server_stream":
-                parts = [part async for part in rpc(call.request, timeout=self.timeout)]
-                return call.parse(parts)
-            if call.shape == "client_stream":
-                return call.parse(await rpc(iter(call.request), timeout=self.timeout))
-            return call.parse(await rpc(call.request, timeout=self.timeout))
-        except grpc.RpcError as err:
-            raise from_rpc_error(call.method, err) from None
+        if call.shape == "server_stream":
+            parts = [part async for part in rpc(call.request, timeout=self.timeout)]
+            return call.parse(parts)
+        if call.shape == "client_stream":
+            return call.parse(await rpc(iter(call.request), timeout=self.timeout))
+        return call.parse(await rpc(call.request, timeout=self.timeout))
 
     async def create(self, session_id: str, changes: Sequence[Change], **kw: Any) -> Checkpoint:
         """See `checkpointd._calls.create` for the keyword arguments."""

@@ -17,6 +17,7 @@ package says how LangGraph's checkpoints map onto checkpointd's; the short versi
 from __future__ import annotations
 
 import json
+import random
 from collections import OrderedDict
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ BOOK_KEY = "__checkpointd"
 
 # Writes retried after the branch moved under them (another writer committed first).
 MAX_ATTEMPTS = 16
+
 # Versions whose contents (channel versions and write keys) are remembered per saver.
 KNOWN_VERSIONS = 4096
 
@@ -58,6 +60,12 @@ class Sleep:
     """Asks the driver to wait before the plan goes on."""
 
     seconds: float
+
+
+def _backoff(attempt: int) -> Sleep:
+    """A pause before retrying a write that lost a race: random (so writers that collided do
+    not collide again in step) and growing, up to a quarter of a second."""
+    return Sleep(random.uniform(0, min(0.002 * 2**attempt, 0.25)))
 
 
 class ConflictError(RuntimeError):
@@ -342,7 +350,7 @@ def put(
     doc = {k: v for k, v in checkpoint.items() if k != "channel_values"}
     values = checkpoint["channel_values"]
 
-    for _ in range(MAX_ATTEMPTS):
+    for attempt in range(MAX_ATTEMPTS):
         head = yield from _head(ctx, session, branch)
         base = None
         if parent:
@@ -369,6 +377,7 @@ def put(
         except (Aborted, AlreadyExists, NotFound) as err:
             # The branch moved, appeared or went, or the base was deleted: look again.
             ctx.learn_head(session, branch, err)
+            yield _backoff(attempt)
             continue
         version = Version.of(created)
         assert version is not None
@@ -534,6 +543,7 @@ def put_writes(
         except (Aborted, AlreadyExists, NotFound) as err:
             ctx.learn_head(session, branch, err)
             ctx.learn_head(session, side_branch_for(branch), err)
+            yield _backoff(attempts)
     raise ConflictError(
         f"checkpointd: writes of task {task_id} to checkpoint {lg_id} in thread {thread!r} lost "
         f"the race for their branch {MAX_ATTEMPTS} times"

@@ -62,8 +62,11 @@ class CheckpointdSaver(BaseCheckpointSaver[int]):
         self.timeout = timeout
         self._ctx = plans.Context(self.serde, session_prefix, poll_seconds)
         self._client: Client | None = None
-        self._aclient: AsyncClient | None = None
-        self._aclient_loop: asyncio.AbstractEventLoop | None = None
+        # One asyncio client per event loop: a grpc.aio channel belongs to the loop it was made
+        # in, and threads may each run their own loop with the same saver.
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient]
+        self._aclients = weakref.WeakKeyDictionary()
+        self._aclients_guard = threading.Lock()
         self._turns = [threading.Lock() for _ in range(WRITE_LOCK_STRIPES)]
         self._aturns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[asyncio.Lock]]
         self._aturns = weakref.WeakKeyDictionary()
@@ -134,14 +137,16 @@ class CheckpointdSaver(BaseCheckpointSaver[int]):
         return locks[_stripe(config)]
 
     def _async_client(self) -> AsyncClient:
-        """The asyncio client of the running loop. A grpc.aio channel belongs to the loop it was
-        made in, so a saver used from a new loop (a second `asyncio.run`) gets a new client; the
-        old loop's is left to be collected, as it can no longer be closed from its own loop."""
+        """The asyncio client of the running loop, made on its first use there. A saver used
+        from a new loop (a second `asyncio.run`, or a loop per thread) gets a client of its
+        own; a finished loop's client goes with the loop."""
         loop = asyncio.get_running_loop()
-        if self._aclient is None or self._aclient_loop is not loop:
-            self._aclient = AsyncClient(self.target, timeout=self.timeout)
-            self._aclient_loop = loop
-        return self._aclient
+        with self._aclients_guard:
+            client = self._aclients.get(loop)
+            if client is None:
+                client = AsyncClient(self.target, timeout=self.timeout)
+                self._aclients[loop] = client
+            return client
 
     def close(self) -> None:
         """Closes the blocking connection."""
@@ -152,9 +157,10 @@ class CheckpointdSaver(BaseCheckpointSaver[int]):
     async def aclose(self) -> None:
         """Closes both connections; run it in the loop that used the saver."""
         self.close()
-        if self._aclient is not None and self._aclient_loop is asyncio.get_running_loop():
-            await self._aclient.close()
-        self._aclient, self._aclient_loop = None, None
+        with self._aclients_guard:
+            client = self._aclients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
 
     # ---- blocking ----------------------------------------------------------------------
 
