@@ -68,13 +68,8 @@ impl CheckpointService for CheckpointApi {
             mode,
         )?
         .with_request(&req.request_id, req.lease_token)?;
-        if let Some(earlier) = self.engine.earlier_create(&header).await? {
-            debug!(checkpoint = %earlier.id, "create retried after it committed");
-            return Ok(Response::new(v1::CreateCheckpointResponse {
-                checkpoint: Some(convert::checkpoint(earlier)),
-            }));
-        }
-
+        // A retry of a create that committed is recognised by the commit itself, under the
+        // session lock; asking first would cost every create a round trip to the catalog.
         let mut writer = CheckpointWriter::begin_whole(Arc::clone(&self.engine), header).await?;
         for (i, change) in req.changes.into_iter().enumerate() {
             match change.op {
