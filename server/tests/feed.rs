@@ -244,16 +244,6 @@ async fn every_kind_of_change_reaches_a_session_watcher(setup: Setup) {
     );
 }
 
-#[tokio::test]
-async fn every_kind_of_change_reaches_a_session_watcher_sqlite() {
-    every_kind_of_change_reaches_a_session_watcher(Setup::Sqlite).await;
-}
-
-#[tokio::test]
-async fn every_kind_of_change_reaches_a_session_watcher_postgres() {
-    every_kind_of_change_reaches_a_session_watcher(Setup::Postgres).await;
-}
-
 /// A TCP proxy that, once armed, cuts the connection at the first reply the server sends: it
 /// reads the server's HTTP/2 frames and closes both sides instead of passing on a HEADERS
 /// frame. A server sends a call's reply headers only after its handler returned, so a create
@@ -406,16 +396,6 @@ async fn a_create_whose_reply_is_lost_is_retried_into_the_same_checkpoint(setup:
     );
 }
 
-#[tokio::test]
-async fn a_create_whose_reply_is_lost_is_retried_into_the_same_checkpoint_sqlite() {
-    a_create_whose_reply_is_lost_is_retried_into_the_same_checkpoint(Setup::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_create_whose_reply_is_lost_is_retried_into_the_same_checkpoint_postgres() {
-    a_create_whose_reply_is_lost_is_retried_into_the_same_checkpoint(Setup::Postgres).await;
-}
-
 async fn only_the_lease_holder_writes_until_its_lease_expires(setup: Setup) {
     let env = TestEnv::start(setup).await;
     let host1 = env.client.clone();
@@ -544,16 +524,6 @@ async fn only_the_lease_holder_writes_until_its_lease_expires(setup: Setup) {
     );
 }
 
-#[tokio::test]
-async fn only_the_lease_holder_writes_until_its_lease_expires_sqlite() {
-    only_the_lease_holder_writes_until_its_lease_expires(Setup::Sqlite).await;
-}
-
-#[tokio::test]
-async fn only_the_lease_holder_writes_until_its_lease_expires_postgres() {
-    only_the_lease_holder_writes_until_its_lease_expires(Setup::Postgres).await;
-}
-
 async fn collection_drops_old_events_and_refuses_a_cursor_from_before_them(setup: Setup) {
     let env = TestEnv::start_with(setup, |config| {
         config.feed_retention = Duration::from_secs(1);
@@ -609,12 +579,9 @@ async fn collection_drops_old_events_and_refuses_a_cursor_from_before_them(setup
     assert_eq!(counts, (1, 1));
 }
 
-#[tokio::test]
-async fn collection_drops_old_events_and_refuses_a_cursor_from_before_them_sqlite() {
-    collection_drops_old_events_and_refuses_a_cursor_from_before_them(Setup::Sqlite).await;
-}
-
-#[tokio::test]
-async fn collection_drops_old_events_and_refuses_a_cursor_from_before_them_postgres() {
-    collection_drops_old_events_and_refuses_a_cursor_from_before_them(Setup::Postgres).await;
-}
+on_every_setup!(
+    every_kind_of_change_reaches_a_session_watcher,
+    a_create_whose_reply_is_lost_is_retried_into_the_same_checkpoint,
+    only_the_lease_holder_writes_until_its_lease_expires,
+    collection_drops_old_events_and_refuses_a_cursor_from_before_them,
+);
