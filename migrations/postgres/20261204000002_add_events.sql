@@ -23,7 +23,6 @@ CREATE TABLE events (
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
-CREATE INDEX events_by_session ON events (session, id);
 
 CREATE FUNCTION ckpt_ref_log_event() RETURNS trigger
 LANGUAGE plpgsql AS $$

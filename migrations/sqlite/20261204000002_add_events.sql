@@ -13,7 +13,6 @@ CREATE TABLE events (
     created_at INTEGER NOT NULL
 );
 
-CREATE INDEX events_by_session ON events (session, id);
 
 CREATE TRIGGER ref_log_event AFTER INSERT ON ref_log
 BEGIN

@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ckpt_client::{Client, Error, NewCheckpoint, ReadFilter, State, Target};
+use ckpt_client::{Client, Error, EventKind, NewCheckpoint, ReadFilter, State, Target};
 use ckpt_server::auth::{Role, required_role};
 use ckpt_server::config::AuthMode;
 use ckpt_server::{Config, RunningServer};
 use common::Setup;
+use futures::StreamExt;
 use prost::Message;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -320,6 +321,58 @@ async fn the_rust_client_writes_with_a_write_key_and_only_reads_with_a_read_key(
         .unwrap_err();
     assert!(matches!(refused, Error::PermissionDenied(_)), "{refused:?}");
     assert!(refused.to_string().contains("needs write"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_tls_a_read_key_watches_and_only_a_write_key_leases() {
+    let env = Secured::start(Setup::Postgres, |_, _| {}).await;
+    let writer = env.client(&env.create_key("acme", "write")).await;
+    let reader = env.client(&env.create_key("acme", "read")).await;
+
+    let mut events = Box::pin(
+        reader
+            .watch("s1", "", "")
+            .await
+            .expect("a read key watches"),
+    );
+    let first = events.next().await.unwrap().unwrap();
+    assert_eq!(first.kind, EventKind::Heartbeat);
+
+    let lease = writer
+        .acquire_lease("s1", "main", "host-1", Duration::from_secs(30))
+        .await
+        .expect("a write key leases");
+    let refused = reader
+        .acquire_lease("s1", "main", "host-2", Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::PermissionDenied(_)), "{refused:?}");
+
+    let created = writer
+        .create(NewCheckpoint::full("s1", State::new()).lease(lease.token))
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let event = events.next().await.unwrap().unwrap();
+            if event.kind != EventKind::Heartbeat {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the create reaches the watcher");
+    assert_eq!(event.kind, EventKind::CheckpointCreated);
+    assert_eq!(event.new_checkpoint_id, created.id);
+
+    // The watch is refused without a key, like any other call.
+    let anonymous = Client::builder(env.url())
+        .tls_ca_pem(env.ca.pem.clone())
+        .connect()
+        .await
+        .unwrap();
+    let refused = anonymous.watch("s1", "", "").await.err().unwrap();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
 }
 
 async fn missing_garbled_unknown_and_revoked_keys_are_refused(setup: Setup) {
