@@ -1,8 +1,9 @@
 -- Idempotent creates and write leases.
 --
--- create_requests remembers which checkpoint a client-chosen request id made, for as long as
--- that checkpoint exists, so a create retried after its reply was lost returns the first
--- attempt's checkpoint instead of making a second one.
+-- A checkpoint keeps the client-chosen request id of the create that made it, unique within its
+-- session, so a create retried after its reply was lost returns the first attempt's checkpoint
+-- instead of making a second one, for as long as that checkpoint exists. A column rather than
+-- a table of its own: one partial index entry per create, and nothing to expire.
 --
 -- leases fence a branch: while a lease is live, only writes carrying its token land. A token
 -- only grows (every new holder gets the previous token + 1, the row outlives its holders), so
@@ -15,15 +16,10 @@
 -- The rest of the function is unchanged from 20261203000005_commit_function.sql, whose header
 -- explains its locking.
 
-CREATE TABLE create_requests (
-    session_id    BIGINT      NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-    request_id    TEXT        NOT NULL,
-    checkpoint_id UUID        NOT NULL REFERENCES checkpoints (id) ON DELETE CASCADE,
-    created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (session_id, request_id)
-);
+ALTER TABLE checkpoints ADD COLUMN request_id TEXT;
 
-CREATE INDEX create_requests_by_checkpoint ON create_requests (checkpoint_id);
+CREATE UNIQUE INDEX checkpoints_by_request ON checkpoints (session_id, request_id)
+    WHERE request_id IS NOT NULL;
 
 CREATE TABLE leases (
     session    TEXT        NOT NULL,
@@ -108,8 +104,8 @@ BEGIN
 
     -- A retried create: the checkpoint its first attempt made is the answer, not a conflict.
     IF p_request_id IS NOT NULL THEN
-        SELECT r.checkpoint_id INTO v_replayed FROM create_requests r
-            WHERE r.session_id = v_session_id AND r.request_id = p_request_id;
+        SELECT c.id INTO v_replayed FROM checkpoints c
+            WHERE c.session_id = v_session_id AND c.request_id = p_request_id;
         IF FOUND THEN
             RAISE EXCEPTION USING ERRCODE = 'CKR01',
                 MESSAGE = format('request %s was committed', p_request_id),
@@ -202,16 +198,11 @@ BEGIN
 
     INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, merge_parent_id,
                              generation, metadata, message, manifest_root, entry_count,
-                             logical_bytes, stored_bytes, search_text)
+                             logical_bytes, stored_bytes, search_text, request_id)
         VALUES (p_id, v_session_id, seq, p_branch, p_parent, p_merge_parent, generation,
                 p_metadata::jsonb, p_message, p_manifest_root, p_entry_count, p_logical_bytes,
-                stored_bytes, p_search_text)
+                stored_bytes, p_search_text, p_request_id)
         RETURNING checkpoints.created_at INTO created_at;
-
-    IF p_request_id IS NOT NULL THEN
-        INSERT INTO create_requests (session_id, request_id, checkpoint_id)
-            VALUES (v_session_id, p_request_id, p_id);
-    END IF;
 
     INSERT INTO branches (session_id, name, head) VALUES (v_session_id, p_branch, p_id)
         ON CONFLICT (session_id, name) DO UPDATE SET head = EXCLUDED.head, updated_at = now();

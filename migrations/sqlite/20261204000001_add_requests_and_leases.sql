@@ -1,15 +1,10 @@
 -- Idempotent creates and write leases (see the Postgres migration of the same name for the
 -- rules). The checks run in the commit's write transaction.
 
-CREATE TABLE create_requests (
-    session_id    INTEGER NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-    request_id    TEXT    NOT NULL,
-    checkpoint_id BLOB    NOT NULL REFERENCES checkpoints (id) ON DELETE CASCADE,
-    created_at    INTEGER NOT NULL,
-    PRIMARY KEY (session_id, request_id)
-);
+ALTER TABLE checkpoints ADD COLUMN request_id TEXT;
 
-CREATE INDEX create_requests_by_checkpoint ON create_requests (checkpoint_id);
+CREATE UNIQUE INDEX checkpoints_by_request ON checkpoints (session_id, request_id)
+    WHERE request_id IS NOT NULL;
 
 CREATE TABLE leases (
     session    TEXT    NOT NULL,

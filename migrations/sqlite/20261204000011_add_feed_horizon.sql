@@ -7,4 +7,3 @@ CREATE TABLE feed_horizon (
 INSERT INTO feed_horizon (pruned_through) VALUES (0);
 
 CREATE INDEX events_by_time ON events (created_at);
-CREATE INDEX create_requests_by_time ON create_requests (created_at);

@@ -87,8 +87,7 @@ pub struct Config {
     #[arg(long, env = "CKPT_COLLECTOR_LEASE", default_value = "60s", value_parser = humantime::parse_duration)]
     pub collector_lease: Duration,
 
-    /// How long the change feed keeps events, and creates remember their request ids; each
-    /// collection pass drops older ones. A watcher resuming from an older cursor is refused
+    /// How long the change feed keeps events; each collection pass drops older ones. A watcher resuming from an older cursor is refused
     /// with FAILED_PRECONDITION rather than silently missing events.
     #[arg(long, env = "CKPT_FEED_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
     pub feed_retention: Duration,

@@ -97,14 +97,24 @@ fn state_with_an_object() -> State {
 }
 
 /// The finished spans of one trace, printed for `--nocapture` readers.
-fn finished_trace(harness: &Harness, trace_id: TraceId) -> Vec<SpanData> {
-    let trace: Vec<SpanData> = harness
-        .spans
-        .get_finished_spans()
-        .unwrap()
-        .into_iter()
-        .filter(|s| s.span_context.trace_id() == trace_id)
-        .collect();
+/// The finished spans of `trace_id`, once the server's span for the call is among them: the
+/// server ends that span when the response body is done, which may be just after the client
+/// has read the reply.
+async fn finished_trace(harness: &Harness, trace_id: TraceId) -> Vec<SpanData> {
+    let mut trace = Vec::new();
+    for _ in 0..200 {
+        trace = harness
+            .spans
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.span_context.trace_id() == trace_id)
+            .collect();
+        if trace.iter().any(|s| s.span_kind == SpanKind::Server) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     print_trace(&trace);
     trace
 }
@@ -150,7 +160,7 @@ async fn a_create_joins_the_callers_trace_with_catalog_and_store_spans() {
 
     // The server span is a child of the caller's, in the caller's trace, and says how the
     // call ended; the operation's span is its child.
-    let trace = finished_trace(harness, trace_id);
+    let trace = finished_trace(harness, trace_id).await;
     let server = trace
         .iter()
         .find(|s| s.name == "ckpt.v1.CheckpointService/CreateCheckpoint")
@@ -227,7 +237,7 @@ async fn a_streamed_read_keeps_its_storage_calls_in_the_calls_trace() {
 
     // The blobs are read after the handler returned, by the task feeding the stream: those
     // reads were once roots of traces of their own.
-    let trace = finished_trace(harness, trace_id);
+    let trace = finished_trace(harness, trace_id).await;
     let names: Vec<&str> = trace.iter().map(|s| s.name.as_ref()).collect();
     assert!(names.contains(&"state.read"), "{names:?}");
     assert!(names.contains(&"store.get"), "{names:?}");
@@ -252,7 +262,7 @@ async fn a_refused_call_is_traced_with_its_code_but_not_as_a_server_error() {
     assert!(matches!(err, Error::NotFound(_)), "{err:?}");
     drop(caller);
 
-    let trace = finished_trace(harness, trace_id);
+    let trace = finished_trace(harness, trace_id).await;
     let server = trace
         .iter()
         .find(|s| s.name == "ckpt.v1.CheckpointService/GetCheckpoint")

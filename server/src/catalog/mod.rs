@@ -694,9 +694,6 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// Deletes up to `limit` feed entries written before `before`, oldest first, moving the
     /// horizon past them; returns how many went.
     async fn expire_feed(&self, before: DateTime<Utc>, limit: u32) -> Result<u64>;
-
-    /// Forgets up to `limit` create request ids recorded before `before`.
-    async fn expire_requests(&self, before: DateTime<Utc>, limit: u32) -> Result<u64>;
 }
 
 /// Why a write carrying `token` may not move `branch`, given its live lease if any; the same

@@ -86,9 +86,8 @@ pub struct CollectReport {
     pub objects_deleted: u64,
     pub orphans_deleted: u64,
     pub orphan_bytes_freed: u64,
-    /// Change-feed events and create request ids older than the feed's retention, dropped.
+    /// Change-feed events older than the feed's retention, dropped.
     pub events_expired: u64,
-    pub requests_expired: u64,
     pub retain_ms: u64,
     pub mark_ms: u64,
     pub sweep_ms: u64,
@@ -583,8 +582,7 @@ impl Collection {
         Ok(report)
     }
 
-    /// Phase 6: drops change-feed events and create request ids older than the feed's
-    /// retention, in batches. Only a pass over every session does it, and a dry run skips it.
+    /// Phase 6: drops change-feed events older than the feed's retention, in batches. Only a pass over every session does it, and a dry run skips it.
     pub async fn expire_feed(&mut self) -> Result<(), EngineError> {
         if self.options.dry_run || self.options.session.is_some() {
             return Ok(());
@@ -599,14 +597,6 @@ impl Collection {
             self.renew().await?;
             let gone = catalog.expire_feed(before, BATCH).await?;
             self.report.events_expired += gone;
-            if gone < u64::from(BATCH) {
-                break;
-            }
-        }
-        loop {
-            self.renew().await?;
-            let gone = catalog.expire_requests(before, BATCH).await?;
-            self.report.requests_expired += gone;
             if gone < u64::from(BATCH) {
                 break;
             }

@@ -42,7 +42,7 @@ pub struct EngineConfig {
     pub collector_lease: std::time::Duration,
     /// The retention policy of sessions and branches without an override.
     pub default_retention: super::retention::Policy,
-    /// How long the change feed keeps events and creates remember their request ids.
+    /// How long the change feed keeps events.
     pub feed_retention: std::time::Duration,
 }
 
@@ -65,7 +65,7 @@ impl Default for EngineConfig {
             collector_lease: std::time::Duration::from_secs(60),
             // Keep everything until an operator chooses otherwise.
             default_retention: super::retention::Policy::default(),
-            // A week: a watcher or a retrying host gone longer than that starts afresh.
+            // A week: a watcher gone longer than that starts afresh.
             feed_retention: std::time::Duration::from_secs(7 * 24 * 3600),
         }
     }

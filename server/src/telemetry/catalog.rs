@@ -125,7 +125,6 @@ traced_catalog! {
     last_event() -> i64;
     feed_horizon() -> i64;
     expire_feed(before: DateTime<Utc>, limit: u32) -> u64;
-    expire_requests(before: DateTime<Utc>, limit: u32) -> u64;
 }
 
 fn count_commit(checkpoint: &CheckpointRecord) {

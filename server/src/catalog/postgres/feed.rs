@@ -121,8 +121,8 @@ impl PostgresCatalog {
         request_id: &str,
     ) -> Result<Option<Uuid>> {
         sqlx::query_scalar(
-            "SELECT r.checkpoint_id FROM create_requests r JOIN sessions s ON s.id = r.session_id \
-             WHERE s.name = $1 AND r.request_id = $2",
+            "SELECT c.id FROM checkpoints c JOIN sessions s ON s.id = c.session_id \
+             WHERE s.name = $1 AND c.request_id = $2",
         )
         .bind(session)
         .bind(request_id)
@@ -286,23 +286,5 @@ impl PostgresCatalog {
         .await
         .map_err(classify)?;
         Ok(gone as u64)
-    }
-
-    pub(super) async fn expire_requests_impl(
-        &self,
-        before: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<u64> {
-        let gone = sqlx::query(
-            "DELETE FROM create_requests WHERE ctid IN \
-             (SELECT ctid FROM create_requests WHERE created_at < $1 LIMIT $2)",
-        )
-        .bind(before)
-        .bind(i64::from(limit))
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?
-        .rows_affected();
-        Ok(gone)
     }
 }

@@ -634,10 +634,6 @@ impl Catalog for PostgresCatalog {
         self.expire_feed_impl(before, limit).await
     }
 
-    async fn expire_requests(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
-        self.expire_requests_impl(before, limit).await
-    }
-
     async fn search(
         &self,
         session: Option<&str>,

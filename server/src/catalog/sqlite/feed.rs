@@ -126,7 +126,7 @@ impl SqliteCatalog {
             return Ok(());
         };
         let earlier: Option<Uuid> = sqlx::query_scalar(
-            "SELECT checkpoint_id FROM create_requests WHERE session_id = ?1 AND request_id = ?2",
+            "SELECT id FROM checkpoints WHERE session_id = ?1 AND request_id = ?2",
         )
         .bind(session_id)
         .bind(request_id)
@@ -139,38 +139,14 @@ impl SqliteCatalog {
         }
     }
 
-    pub(super) async fn record_request(
-        tx: &mut Transaction<'static, Sqlite>,
-        session_id: i64,
-        request_id: Option<&str>,
-        checkpoint: Uuid,
-        now: i64,
-    ) -> Result<()> {
-        let Some(request_id) = request_id else {
-            return Ok(());
-        };
-        sqlx::query(
-            "INSERT INTO create_requests (session_id, request_id, checkpoint_id, created_at) \
-             VALUES (?1, ?2, ?3, ?4)",
-        )
-        .bind(session_id)
-        .bind(request_id)
-        .bind(checkpoint)
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(super::classify)?;
-        Ok(())
-    }
-
     pub(super) async fn created_by_request_impl(
         &self,
         session: &str,
         request_id: &str,
     ) -> Result<Option<Uuid>> {
         sqlx::query_scalar(
-            "SELECT r.checkpoint_id FROM create_requests r JOIN sessions s ON s.id = r.session_id \
-             WHERE s.name = ?1 AND r.request_id = ?2",
+            "SELECT c.id FROM checkpoints c JOIN sessions s ON s.id = c.session_id \
+             WHERE s.name = ?1 AND c.request_id = ?2",
         )
         .bind(session)
         .bind(request_id)
@@ -335,25 +311,5 @@ impl SqliteCatalog {
             .map_err(super::classify)?;
         tx.commit().await.map_err(super::classify)?;
         Ok(count as u64)
-    }
-
-    pub(super) async fn expire_requests_impl(
-        &self,
-        before: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<u64> {
-        let mut tx = self.begin_write().await?;
-        let gone = sqlx::query(
-            "DELETE FROM create_requests WHERE rowid IN \
-             (SELECT rowid FROM create_requests WHERE created_at < ?1 LIMIT ?2)",
-        )
-        .bind(before.timestamp_micros())
-        .bind(i64::from(limit))
-        .execute(&mut *tx)
-        .await
-        .map_err(super::classify)?
-        .rows_affected();
-        tx.commit().await.map_err(super::classify)?;
-        Ok(gone)
     }
 }

@@ -352,7 +352,8 @@ impl Catalog for SqliteCatalog {
         sqlx::query(
             "INSERT INTO checkpoints (id, session_id, seq, branch, parent_id, merge_parent_id, \
              generation, created_at, metadata, message, manifest_root, entry_count, logical_bytes, \
-             stored_bytes, search_text) VALUES (?1, ?2, ?3, ?4, ?5, ?14, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?15)",
+             stored_bytes, search_text, request_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?14, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?15, ?16)",
         )
         .bind(cp.id)
         .bind(session_id)
@@ -369,10 +370,10 @@ impl Catalog for SqliteCatalog {
         .bind(stored_bytes)
         .bind(cp.merge_parent)
         .bind(&cp.search_text)
+        .bind(cp.request_id.as_deref())
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
-        Self::record_request(&mut tx, session_id, cp.request_id.as_deref(), cp.id, now).await?;
         sqlx::query(
             "INSERT INTO branches (session_id, name, head, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4) \
              ON CONFLICT (session_id, name) DO UPDATE SET head = excluded.head, updated_at = excluded.updated_at",
@@ -677,10 +678,6 @@ impl Catalog for SqliteCatalog {
 
     async fn expire_feed(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
         self.expire_feed_impl(before, limit).await
-    }
-
-    async fn expire_requests(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
-        self.expire_requests_impl(before, limit).await
     }
 
     async fn search(
