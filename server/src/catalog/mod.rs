@@ -722,6 +722,16 @@ pub(crate) fn held_by(branch: &str, lease: LeaseRecord) -> CatalogError {
     ))
 }
 
+/// A lease's refusal of a write, reworded for the deletion of its branch.
+pub(crate) fn refusing_deletion(err: CatalogError) -> CatalogError {
+    match err {
+        CatalogError::FailedPrecondition(why) => CatalogError::FailedPrecondition(format!(
+            "{why}; the holder must release it before the branch is deleted"
+        )),
+        other => other,
+    }
+}
+
 /// The refusal to delete a session one of whose branches is leased.
 pub(crate) fn leased_session(session: &str, lease: LeaseRecord) -> CatalogError {
     CatalogError::FailedPrecondition(format!(

@@ -7,7 +7,7 @@ use super::rows::*;
 use super::{CHECKPOINT_COLUMNS, PostgresCatalog};
 use crate::catalog::{
     BranchRecord, CatalogError, CheckpointRecord, Edge, ImportOutcome, ImportedBranch,
-    ImportedCheckpoint, RefKind, RefLogRecord, Result, SessionImport, TagRecord,
+    ImportedCheckpoint, RefKind, RefLogRecord, Result, SessionImport, TagRecord, refusing_deletion,
 };
 
 impl PostgresCatalog {
@@ -486,12 +486,7 @@ impl PostgresCatalog {
         // A leased branch is its holder's: nobody deletes it until the lease ends.
         Self::check_lease(&mut tx, session, name, None)
             .await
-            .map_err(|err| match err {
-                CatalogError::FailedPrecondition(why) => CatalogError::FailedPrecondition(format!(
-                    "{why}; the holder must release it before the branch is deleted"
-                )),
-                other => other,
-            })?;
+            .map_err(refusing_deletion)?;
         sqlx::query("DELETE FROM branches WHERE session_id = $1 AND name = $2")
             .bind(session_id)
             .bind(name)
